@@ -1,0 +1,80 @@
+"""One settings object for both services, read from `LEADROUTER_*` environment variables."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+WEBHOOK_SECRET_PREFIX = "LEADROUTER_WEBHOOK_SECRET_"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LEADROUTER_", extra="ignore")
+
+    database_url: str = "sqlite+aiosqlite:///./var/leadrouter.db"
+    database_pool_size: int = Field(default=10, ge=1)
+
+    # Kafka. Unset bootstrap under `leadrouter up` means: start the bundled broker.
+    kafka_bootstrap: str | None = None
+    embedded_kafka_port: int = 19092
+    topic_prefix: str = "leadrouter"
+    topic_partitions: int = Field(default=6, ge=1)
+    topic_replication_factor: int = Field(default=1, ge=1)
+    # Apache Kafka supports the idempotent producer; the bundled broker does not.
+    kafka_idempotent_producer: bool = False
+    kafka_fetch_max_wait_ms: int = Field(default=10, ge=1)
+
+    host: str = "127.0.0.1"
+    router_port: int = 8000
+    monitor_port: int = 8001
+    admin_token: str | None = None
+
+    # Which background parts a lead_router process runs (all by default; split them to scale).
+    run_relay: bool = True
+    run_router: bool = True
+    relay_poll_interval_s: float = Field(default=0.2, gt=0)
+    relay_batch_size: int = Field(default=500, ge=1)
+    reconcile_interval_s: float = Field(default=30.0, gt=0)
+    reconcile_grace_s: float = Field(default=10.0, ge=0)
+
+    max_body_bytes: int = 256 * 1024
+    webhook_tolerance_s: int = 300
+    fiscal_year_start_month: int = Field(default=1, ge=1, le=12)
+    log_level: str = "info"
+
+    @field_validator("kafka_bootstrap", "admin_token", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @property
+    def bootstrap(self) -> str:
+        return self.kafka_bootstrap or f"127.0.0.1:{self.embedded_kafka_port}"
+
+    def topic(self, name: str) -> str:
+        return f"{self.topic_prefix}.{name}"
+
+    @property
+    def leads_topic(self) -> str:
+        return self.topic("leads")
+
+    @property
+    def sla_topic(self) -> str:
+        return self.topic("sla")
+
+    @property
+    def partners_topic(self) -> str:
+        return self.topic("partners")
+
+    def webhook_secret(self, source: str) -> str | None:
+        """`LEADROUTER_WEBHOOK_SECRET_<SOURCE>`: read live so a secret can be given per source."""
+        name = WEBHOOK_SECRET_PREFIX + source.upper().replace("-", "_")
+        return os.environ.get(name) or None
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,99 @@
+"""One error hierarchy, rendered as RFC 9457 problem details."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+PROBLEM_JSON = "application/problem+json"
+
+
+class AppError(Exception):
+    status = 400
+    title = "Bad request"
+    type_slug = "bad-request"
+
+    def __init__(self, detail: str, *, errors: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.errors = errors
+
+
+class Unauthorized(AppError):
+    status, title, type_slug = 401, "Unauthorized", "unauthorized"
+
+
+class NotFound(AppError):
+    status, title, type_slug = 404, "Not found", "not-found"
+
+
+class Conflict(AppError):
+    status, title, type_slug = 409, "Conflict", "conflict"
+
+
+class TransitionNotAllowed(Conflict):
+    title, type_slug = "Step not allowed in this state", "transition-not-allowed"
+
+
+class ValidationFailed(AppError):
+    status, title, type_slug = 422, "Validation failed", "validation-failed"
+
+
+class PayloadTooLarge(AppError):
+    status, title, type_slug = 413, "Payload too large", "payload-too-large"
+
+
+class ServiceUnavailable(AppError):
+    status, title, type_slug = 503, "Service unavailable", "service-unavailable"
+
+
+def problem(status: int, title: str, detail: str, *, slug: str, errors: list[dict[str, Any]] | None = None,
+            headers: dict[str, str] | None = None) -> JSONResponse:
+    body: dict[str, Any] = {"type": f"https://leadrouter.dev/problems/{slug}", "title": title,
+                            "status": status, "detail": detail}
+    if errors is not None:
+        body["errors"] = errors
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def field_errors(raw: list[Any]) -> list[dict[str, Any]]:
+    out = []
+    for err in raw:
+        loc = [str(p) for p in err.get("loc", ()) if p not in ("body",)]
+        out.append({"field": ".".join(loc) or "body", "message": err.get("msg", "invalid"),
+                    "type": err.get("type", "invalid")})
+    return out
+
+
+# Declared on endpoints so /docs shows the problem responses.
+PROBLEM_SCHEMA = {"content": {PROBLEM_JSON: {"schema": {"type": "object", "properties": {
+    "type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
+    "detail": {"type": "string"}, "errors": {"type": "array", "items": {"type": "object"}}}}}}}
+
+
+def problem_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    return {code: {"description": "Problem details", **PROBLEM_SCHEMA} for code in codes}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(AppError)
+    async def _app_error(_: Request, exc: AppError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        return problem(exc.status, exc.title, exc.detail, slug=exc.type_slug, errors=exc.errors,
+                       headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = field_errors(list(exc.errors()))
+        return problem(422, "Validation failed", "The request is not valid; see errors.",
+                       slug="validation-failed", errors=errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        slug = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
+        return problem(exc.status_code, str(exc.detail), str(exc.detail), slug=slug,
+                       headers=getattr(exc, "headers", None))

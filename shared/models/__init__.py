@@ -1,0 +1,10 @@
+"""All ORM tables; importing this module registers them on `Base.metadata`."""
+
+from shared.models.base import Base, UTCDateTime, utcnow
+from shared.models.lead import Lead, LeadEvent, LeadOffer, WebhookReceipt
+from shared.models.outbox import OutboxMessage, ProcessedEvent
+from shared.models.partner import Partner, PartnerApiKey
+from shared.models.routing import RoutingState, RuleSet
+
+__all__ = ["Base", "UTCDateTime", "utcnow", "Lead", "LeadEvent", "LeadOffer", "WebhookReceipt",
+           "OutboxMessage", "ProcessedEvent", "Partner", "PartnerApiKey", "RoutingState", "RuleSet"]

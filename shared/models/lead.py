@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from shared.models.base import Base, UTCDateTime, utcnow
+
+
+class Lead(Base):
+    __tablename__ = "leads"
+    __table_args__ = (
+        UniqueConstraint("source", "external_id", name="uq_leads_source_external_id"),
+        Index("ix_leads_status_created", "status", "created_at"),
+        Index("ix_leads_partner_status", "partner_id", "status"),
+    )
+
+    lead_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    source: Mapped[str] = mapped_column(String(64))
+    external_id: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16))
+    partner_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    score: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    product: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    estimated_value: Mapped[float | None] = mapped_column(Float, nullable=True)
+    campaign: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    company: Mapped[dict[str, Any]] = mapped_column(JSON)
+    contact: Mapped[dict[str, Any]] = mapped_column(JSON)
+    occurred_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    routed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    accepted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    won_amount: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class WebhookReceipt(Base):
+    """A `webhook-id` seen for a source, so a redelivered webhook creates nothing new."""
+
+    __tablename__ = "webhook_receipts"
+
+    source: Mapped[str] = mapped_column(String(64), primary_key=True)
+    webhook_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    lead_id: Mapped[str] = mapped_column(ForeignKey("leads.lead_id", ondelete="CASCADE"))
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class LeadEvent(Base):
+    """The lead's timeline: every state change, with its data (routing explanations included)."""
+
+    __tablename__ = "lead_events"
+    __table_args__ = (Index("ix_lead_events_lead_at", "lead_id", "seq"),)
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(String(36), unique=True)
+    lead_id: Mapped[str] = mapped_column(ForeignKey("leads.lead_id", ondelete="CASCADE"))
+    type: Mapped[str] = mapped_column(String(40))
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    partner_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class LeadOffer(Base):
+    """One offer of a lead to a partner and how it ended: the disposition history metrics read."""
+
+    __tablename__ = "lead_offers"
+    __table_args__ = (Index("ix_lead_offers_lead_partner", "lead_id", "partner_id"),
+                      Index("ix_lead_offers_partner_offered", "partner_id", "offered_at"))
+
+    offer_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    lead_id: Mapped[str] = mapped_column(ForeignKey("leads.lead_id", ondelete="CASCADE"))
+    partner_id: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))  # offered | accepted | rejected | recalled
+    offered_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    responded_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    reason: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    first_touch_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
