@@ -151,7 +151,8 @@ class ConsumerLoop:
                 await self._process_partition(consumer, tp, records)
             await self._update_lag(consumer)
 
-    async def _process_partition(self, consumer: AIOKafkaConsumer, tp: TopicPartition, records: list[Any]) -> None:
+    async def _process_partition(self, consumer: AIOKafkaConsumer, tp: TopicPartition,
+                                 records: list[Any]) -> None:
         for record in records:
             attempt = 0
             while True:
