@@ -1,0 +1,112 @@
+"""The lead_router service: HTTP API, outbox relay, router consumer and reconciler in one process.
+
+Each background part can be switched off (`LEADROUTER_RUN_RELAY`, `LEADROUTER_RUN_ROUTER`) so that
+instances can be split by role; routing scales out through the consumer group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
+
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry, Gauge
+from sqlalchemy import func, select
+
+from services.lead_router.intake.endpoints import router as intake_router
+from services.lead_router.lead.endpoints import admin_router as leads_router
+from services.lead_router.lead.endpoints import partner_router
+from services.lead_router.lead.states import STATUSES
+from services.lead_router.partner.endpoints import router as partners_router
+from services.lead_router.routing.endpoints import router as routing_router
+from services.lead_router.routing.handlers import reconcile_forever, router_handlers
+from shared.config import Settings, get_settings
+from shared.db import create_engine, session_factory
+from shared.errors import install_error_handlers
+from shared.kafka import ConsumerLoop, ensure_topics, make_producer
+from shared.models import Lead, utcnow
+from shared.observability import RequestMetrics, install_probes
+from shared.outbox import OutboxRelay, backlog
+from shared.tasks import TaskGroup, retry_forever
+
+log = logging.getLogger("lead_router")
+
+ROUTER_GROUP = "lead-router"
+
+
+async def _run_kafka_parts(app: FastAPI, settings: Settings) -> None:
+    """Reach the broker (it may still be starting), then run the relay and the router consumer."""
+    await retry_forever("creating topics", lambda: ensure_topics(settings))
+    group: TaskGroup = app.state.tasks
+    if settings.run_relay:
+        producer = make_producer(settings)
+        await retry_forever("starting the producer", producer.start)
+        app.state.producer = producer
+        relay = OutboxRelay(app.state.sessions, producer, batch_size=settings.relay_batch_size,
+                            poll_interval_s=settings.relay_poll_interval_s)
+        app.state.relay = relay
+        group.start("outbox-relay", relay.run())
+        group.start("outbox-purge", _purge_forever(relay))
+    if settings.run_router:
+        loop = ConsumerLoop(settings, app.state.sessions, name="router", topics=[settings.leads_topic],
+                            group_id=f"{settings.topic_prefix}.{ROUTER_GROUP}",
+                            handlers=router_handlers(settings))
+        app.state.consumer = loop
+        group.start("router-consumer", loop.run())
+
+
+async def _purge_forever(relay: OutboxRelay) -> None:
+    while True:
+        await asyncio.sleep(3600)
+        await relay.purge_sent(utcnow() - timedelta(days=7))
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    registry = CollectorRegistry()
+    leads_by_status = Gauge("leadrouter_leads", "Leads by status", ["status"], registry=registry)
+    outbox_backlog = Gauge("leadrouter_outbox_backlog", "Outbox rows not yet published", registry=registry)
+    consumer_lag = Gauge("leadrouter_router_consumer_lag", "Router consumer lag (records)", registry=registry)
+    published = Gauge("leadrouter_outbox_published", "Events published by this process's relay",
+                      registry=registry)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = create_engine(settings.database_url, pool_size=settings.database_pool_size)
+        app.state.engine = engine
+        app.state.sessions = session_factory(engine)
+        app.state.tasks = TaskGroup()
+        app.state.producer = app.state.relay = app.state.consumer = None
+        if settings.run_relay or settings.run_router:
+            app.state.tasks.start("kafka-start", _run_kafka_parts(app, settings))
+        if settings.run_router:
+            app.state.tasks.start("reconciler", reconcile_forever(app.state.sessions, settings))
+        try:
+            yield
+        finally:
+            await app.state.tasks.stop()
+            if app.state.producer is not None:
+                await app.state.producer.stop()
+            await engine.dispose()
+
+    async def refresh_metrics() -> None:
+        async with app.state.sessions() as session:
+            counts = dict((await session.execute(select(Lead.status, func.count()).group_by(Lead.status))).all())
+            outbox_backlog.set(await backlog(session))
+        for status in STATUSES:
+            leads_by_status.labels(status).set(counts.get(status, 0))
+        consumer_lag.set(app.state.consumer.lag if app.state.consumer else 0)
+        published.set(app.state.relay.published if app.state.relay else 0)
+
+    app = FastAPI(title="Leadrouter: lead_router", version="1.0.0", lifespan=lifespan,
+                  description="Lead intake, routing and partner responses. Contract: API.md, v1.")
+    app.state.settings = settings
+    install_error_handlers(app)
+    install_probes(app, registry, refresh_metrics)
+    for router in (intake_router, partners_router, routing_router, leads_router, partner_router):
+        app.include_router(router)
+    app.add_middleware(RequestMetrics, registry=registry)
+    return app

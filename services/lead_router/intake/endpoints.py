@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+import orjson
+from fastapi import APIRouter, Path, Request, Response
+from pydantic import ValidationError
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+from services.lead_router.deps import SessionDep, SettingsDep
+from services.lead_router.intake import service
+from services.lead_router.intake.schemas import IntakeAccepted, LeadIn
+from shared.errors import AppError, PayloadTooLarge, Unauthorized, ValidationFailed, field_errors, problem_responses
+
+router = APIRouter(tags=["intake"])
+
+Source = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$",
+                             description="The sending system, e.g. `generic`, `hubspot`, `marketo`.")]
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"The body is over {limit // 1024} KiB.")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise PayloadTooLarge(f"The body is over {limit // 1024} KiB.")
+    return bytes(body)
+
+
+def _verify(secret: str, body: bytes, request: Request) -> None:
+    headers = {k: request.headers.get(k, "") for k in ("webhook-id", "webhook-timestamp", "webhook-signature")}
+    try:
+        Webhook(secret).verify(body, headers)
+    except WebhookVerificationError as exc:
+        raise Unauthorized(f"Webhook signature verification failed: {exc}.") from None
+
+
+@router.post("/v1/webhooks/{source}", status_code=202, response_model=IntakeAccepted,
+             responses={200: {"model": IntakeAccepted, "description": "Duplicate: the lead already exists."},
+                        **problem_responses(400, 401, 413, 422)},
+             openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+                 "schema": LeadIn.model_json_schema(ref_template="#/components/schemas/{model}")}}}})
+async def receive_lead(source: Source, request: Request, response: Response, session: SessionDep,
+                       settings: SettingsDep) -> IntakeAccepted:
+    """Receive one lead from marketing automation.
+
+    202 once the lead and its `lead.received` event are durably stored; routing follows asynchronously.
+    A repeat of the same `(source, external_id)` or `webhook-id` answers 200 with the same `lead_id` and
+    `"duplicate": true`. When `LEADROUTER_WEBHOOK_SECRET_<SOURCE>` is set, a valid Standard Webhooks
+    signature is required (five minutes of tolerance).
+    """
+    body = await _read_body(request, settings.max_body_bytes)
+    secret = settings.webhook_secret(source)
+    if secret:
+        _verify(secret, body, request)
+    try:
+        raw = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise AppError("The body is not valid JSON.") from None
+    try:
+        lead_in = LeadIn.model_validate(raw)
+    except ValidationError as exc:
+        raise ValidationFailed("The lead is not valid; see errors.",
+                               errors=field_errors(list(exc.errors()))) from None
+    result = await service.ingest(session, source=source, body=lead_in,
+                                  webhook_id=request.headers.get("webhook-id") or None, settings=settings)
+    response.status_code = 200 if result.duplicate else 202
+    return result

@@ -1,0 +1,89 @@
+"""Intake: store a lead durably with its `lead.received` event, once per (source, external_id) and webhook-id."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.lead_router.intake.schemas import IntakeAccepted, LeadIn
+from services.lead_router.lead import timeline
+from services.lead_router.lead.states import NURTURING, RECEIVED
+from shared.config import Settings
+from shared.models import Lead, WebhookReceipt, utcnow
+
+CONTACT_FIELDS = ("email", "first_name", "last_name", "phone", "title")
+
+
+def received_data(lead: Lead) -> dict[str, Any]:
+    return {"external_id": lead.external_id, "score": lead.score, "product": lead.product,
+            "estimated_value": lead.estimated_value, "campaign": lead.campaign, "company": lead.company}
+
+
+def _apply(lead: Lead, body: LeadIn) -> None:
+    lead.score = body.score
+    lead.product = body.product
+    lead.estimated_value = body.estimated_value
+    lead.campaign = body.campaign
+    lead.company = body.company.model_dump(mode="json")
+    lead.contact = body.model_dump(mode="json", include=set(CONTACT_FIELDS))
+    lead.occurred_at = body.occurred_at
+
+
+async def ingest(session: AsyncSession, *, source: str, body: LeadIn, webhook_id: str | None,
+                 settings: Settings) -> IntakeAccepted:
+    if webhook_id:
+        receipt = await session.get(WebhookReceipt, (source, webhook_id))
+        if receipt is not None:
+            lead = await session.get(Lead, receipt.lead_id)
+            return IntakeAccepted(lead_id=receipt.lead_id, status=lead.status if lead else RECEIVED,
+                                  duplicate=True)
+    existing = await _by_external_id(session, source, body.external_id)
+    if existing is None:
+        lead = Lead(lead_id=str(uuid.uuid4()), source=source, external_id=body.external_id, status=RECEIVED,
+                    created_at=utcnow())
+        lead.updated_at = lead.created_at
+        _apply(lead, body)
+        try:
+            async with session.begin_nested():
+                session.add(lead)
+                await session.flush()
+        except IntegrityError:  # the same lead arrived concurrently and won
+            existing = await _by_external_id(session, source, body.external_id)
+            if existing is None:
+                raise
+        else:
+            timeline.record(session, settings, lead, "lead.received", data=received_data(lead), at=lead.created_at)
+            await _remember(session, source, webhook_id, lead.lead_id)
+            return IntakeAccepted(lead_id=lead.lead_id, status=RECEIVED, duplicate=False)
+    await _update_duplicate(session, existing, body, settings)
+    await _remember(session, source, webhook_id, existing.lead_id)
+    return IntakeAccepted(lead_id=existing.lead_id, status=existing.status, duplicate=True)  # type: ignore[arg-type]
+
+
+async def _update_duplicate(session: AsyncSession, lead: Lead, body: LeadIn, settings: Settings) -> None:
+    """A repeat of a lead still in nurture brings fresh data: re-qualify it with a new `lead.received`."""
+    if lead.status != NURTURING or body.score == lead.score:
+        return
+    _apply(lead, body)
+    lead.updated_at = utcnow()
+    timeline.record(session, settings, lead, "lead.received", data={**received_data(lead), "update": True})
+
+
+async def _remember(session: AsyncSession, source: str, webhook_id: str | None, lead_id: str) -> None:
+    if not webhook_id:
+        return
+    try:
+        async with session.begin_nested():
+            session.add(WebhookReceipt(source=source, webhook_id=webhook_id, lead_id=lead_id))
+            await session.flush()
+    except IntegrityError:
+        pass  # recorded by a concurrent delivery of the same webhook
+
+
+async def _by_external_id(session: AsyncSession, source: str, external_id: str) -> Lead | None:
+    return await session.scalar(select(Lead).where(Lead.source == source, Lead.external_id == external_id)
+                                .with_for_update())

@@ -1,0 +1,111 @@
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from functools import lru_cache
+from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import holidays
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+
+Tier = Literal["platinum", "gold", "silver", "registered"]
+CountryCode = Annotated[str, StringConstraints(pattern=r"^[A-Za-z]{2}$", to_upper=True)]
+Label = Annotated[str, StringConstraints(min_length=1, max_length=100, strip_whitespace=True)]
+PARTNER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+
+
+@lru_cache
+def _holiday_countries() -> frozenset[str]:
+    return frozenset(holidays.list_supported_countries())
+
+
+class Territory(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    country: CountryCode
+    regions: list[Annotated[str, StringConstraints(min_length=1, max_length=10, to_upper=True)]] | None = None
+    postal_prefixes: list[Annotated[str, StringConstraints(min_length=1, max_length=12,
+                                                           strip_whitespace=True, to_upper=True)]] | None = None
+
+
+class Capacity(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max_open_leads: int | None = Field(default=None, ge=0)
+
+
+class BusinessHours(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    days: list[int] = Field(default_factory=lambda: [1, 2, 3, 4, 5], min_length=1, max_length=7)
+    start: str = "09:00"
+    end: str = "17:00"
+
+    @field_validator("days")
+    @classmethod
+    def _days(cls, days: list[int]) -> list[int]:
+        if any(d < 1 or d > 7 for d in days) or len(set(days)) != len(days):
+            raise ValueError("days are distinct ISO weekdays, 1 (Monday) to 7 (Sunday)")
+        return sorted(days)
+
+    @field_validator("start", "end")
+    @classmethod
+    def _hhmm(cls, value: str) -> str:
+        if not HHMM.match(value):
+            raise ValueError("a time of day as HH:MM")
+        return value
+
+    @model_validator(mode="after")
+    def _order(self) -> BusinessHours:
+        if self.end <= self.start:
+            raise ValueError("end must be after start")
+        return self
+
+
+class PartnerUpsert(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
+    tier: Tier
+    active: bool = True
+    territories: list[Territory] = Field(default_factory=list)
+    products: list[Label] = Field(default_factory=list)
+    industries: list[Label] = Field(default_factory=list)
+    capacity: Capacity = Field(default_factory=Capacity)
+    timezone: str = "UTC"
+    business_hours: BusinessHours = Field(default_factory=BusinessHours)
+    holiday_country: CountryCode | None = None
+    fiscal_year_start_month: int = Field(default=1, ge=1, le=12)
+    webhook_url: AnyHttpUrl | None = None
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown IANA time zone {value!r}") from None
+        return value
+
+    @field_validator("holiday_country")
+    @classmethod
+    def _holiday_country(cls, value: str | None) -> str | None:
+        if value is not None and value not in _holiday_countries():
+            raise ValueError(f"no public holiday calendar for {value!r}")
+        return value
+
+
+class PartnerRead(PartnerUpsert):
+    model_config = ConfigDict(extra="ignore")
+
+    partner_id: str
+    open_leads: int = 0
+    created_at: datetime
+    updated_at: datetime
+
+
+class ApiKeyCreated(BaseModel):
+    key_id: str
+    api_key: str = Field(description="Shown once; only a hash is stored.")

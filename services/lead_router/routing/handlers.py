@@ -1,0 +1,54 @@
+"""What the router does with events on `<prefix>.leads` (no Kafka here), and the start-up reconciler."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.lead_router.routing import service
+from shared.config import Settings
+from shared.events import CloudEvent
+from shared.kafka import Handler
+
+log = logging.getLogger(__name__)
+
+ROUTE_ON = ("lead.received", "lead.rejected", "lead.recalled")
+
+
+def router_handlers(settings: Settings) -> dict[str, Handler]:
+    async def route(session: AsyncSession, event: CloudEvent) -> None:
+        lead_id = event.subject or str(event.data.get("lead_id", ""))
+        await service.route_lead(session, lead_id, settings=settings)
+
+    return dict.fromkeys(ROUTE_ON, route)
+
+
+async def reconcile_once(sessions: async_sessionmaker[AsyncSession], settings: Settings, *,
+                         grace_s: float) -> int:
+    """Route every lead still waiting in `received` for longer than `grace_s`: after a broker restart
+    (the bundled one keeps nothing) or a lost event, no lead stays stuck."""
+    async with sessions() as session:
+        lead_ids = await service.waiting_leads(session, older_than=service.grace_cutoff(grace_s))
+    routed = 0
+    for lead_id in lead_ids:
+        async with sessions() as session, session.begin():
+            if await service.route_lead(session, lead_id, settings=settings) is not None:
+                routed += 1
+    if routed:
+        log.info("reconciler: routed %d waiting lead(s)", routed)
+    return routed
+
+
+async def reconcile_forever(sessions: async_sessionmaker[AsyncSession], settings: Settings) -> None:
+    grace = 0.0  # at start-up everything waiting is left over from the previous run
+    while True:
+        try:
+            await reconcile_once(sessions, settings, grace_s=grace)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("reconciler pass failed")
+        grace = settings.reconcile_grace_s
+        await asyncio.sleep(settings.reconcile_interval_s)

@@ -1,0 +1,123 @@
+"""Routing with the database around the pure engine: load facts, decide, persist decision and state."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.lead_router.intake.schemas import LeadIn
+from services.lead_router.lead import timeline
+from services.lead_router.lead.states import NURTURING, OFFERED, RECEIVED, ROUTABLE, UNROUTABLE
+from services.lead_router.partner.repository import PartnerRepository
+from services.lead_router.routing.engine import Decision, LeadFacts, PartnerFacts, Territory, decide
+from services.lead_router.routing.repository import RoutingRepository
+from services.lead_router.routing.schemas import DEFAULT_RULE_SET, RuleSetBody, RuleSetRead
+from shared.config import Settings
+from shared.models import Lead, LeadOffer, Partner, RuleSet, utcnow
+
+
+def lead_facts(lead: Lead) -> LeadFacts:
+    company = lead.company or {}
+    return LeadFacts(lead_id=lead.lead_id, source=lead.source, country=str(company.get("country", "")).upper(),
+                     region=company.get("region"), postal_code=company.get("postal_code"), product=lead.product,
+                     industry=company.get("industry"), campaign=lead.campaign, score=lead.score,
+                     estimated_value=lead.estimated_value, employees=company.get("employees"))
+
+
+def partner_facts(partner: Partner, open_leads: int) -> PartnerFacts:
+    territories = tuple(Territory(country=t["country"], regions=tuple(t.get("regions") or ()),
+                                  postal_prefixes=tuple(t.get("postal_prefixes") or ()))
+                        for t in partner.territories)
+    return PartnerFacts(partner_id=partner.partner_id, tier=partner.tier, active=partner.active,
+                        territories=territories, products=tuple(partner.products),
+                        industries=tuple(partner.industries), max_open_leads=partner.max_open_leads,
+                        open_leads=open_leads)
+
+
+async def active_rule_set(session: AsyncSession) -> RuleSetRead:
+    row = await RoutingRepository(session).active_rule_set()
+    if row is None:
+        return RuleSetRead(**DEFAULT_RULE_SET.model_dump(), version=0, created_at=None)
+    return RuleSetRead(**row.body, version=row.version, created_at=row.created_at)
+
+
+async def put_rule_set(session: AsyncSession, body: RuleSetBody) -> RuleSetRead:
+    repo = RoutingRepository(session)
+    row = RuleSet(version=await repo.next_version(), body=body.model_dump(mode="json"), created_at=utcnow())
+    session.add(row)
+    await session.flush()
+    return RuleSetRead(**row.body, version=row.version, created_at=row.created_at)
+
+
+async def _candidates(session: AsyncSession) -> list[PartnerFacts]:
+    repo = PartnerRepository(session)
+    partners = await repo.all()
+    counts = await repo.open_leads()
+    return [partner_facts(p, counts.get(p.partner_id, 0)) for p in partners]
+
+
+async def route_lead(session: AsyncSession, lead_id: str, *, settings: Settings) -> Decision | None:
+    """Route a lead that is waiting (received, or nurturing and re-scored); None when it is not waiting."""
+    lead = await session.scalar(select(Lead).where(Lead.lead_id == lead_id).with_for_update())
+    if lead is None or lead.status not in ROUTABLE:
+        return None
+    repo = RoutingRepository(session)
+    rule_set = await active_rule_set(session)
+    states = await repo.states(lock=True)
+    decision = decide(lead_facts(lead), await _candidates(session), rule_set, version=rule_set.version,
+                      state={rule: row.state for rule, row in states.items()},
+                      excluded=await repo.excluded_partners(lead_id))
+    now = utcnow()
+    lead.updated_at = now
+    explanation = decision.explanation()
+    if decision.outcome == "nurturing":
+        lead.status = NURTURING
+        timeline.record(session, settings, lead, "lead.nurturing", data=explanation, at=now)
+    elif decision.outcome == "unroutable":
+        lead.status, lead.partner_id = UNROUTABLE, None
+        timeline.record(session, settings, lead, "lead.unroutable", data=explanation, at=now)
+    else:
+        assert decision.partner_id is not None
+        lead.status, lead.partner_id, lead.routed_at = OFFERED, decision.partner_id, now
+        session.add(LeadOffer(lead_id=lead_id, partner_id=decision.partner_id, status="offered", offered_at=now))
+        timeline.record(session, settings, lead, "lead.routed", data=explanation, at=now)
+    if decision.state is not None and decision.rule is not None:
+        await repo.save_state(states, decision.rule, decision.state)
+    await session.flush()
+    return decision
+
+
+async def simulate(session: AsyncSession, leads: Sequence[LeadIn]) -> list[dict[str, Any]]:
+    """Decisions for hypothetical leads against the current partners, rules and state; writes nothing.
+
+    Strategy state is carried from one simulated lead to the next, as it would be for real traffic."""
+    rule_set = await active_rule_set(session)
+    partners = await _candidates(session)
+    state = {rule: dict(row.state) for rule, row in (await RoutingRepository(session).states(lock=False)).items()}
+    out = []
+    for i, body in enumerate(leads):
+        facts = LeadFacts(lead_id=f"simulated-{i}", source="simulation", country=body.company.country,
+                          region=body.company.region, postal_code=body.company.postal_code, product=body.product,
+                          industry=body.company.industry, campaign=body.campaign, score=body.score,
+                          estimated_value=body.estimated_value, employees=body.company.employees)
+        decision = decide(facts, partners, rule_set, version=rule_set.version, state=state)
+        if decision.state is not None and decision.rule is not None:
+            state[decision.rule] = decision.state
+        out.append({"external_id": body.external_id, **decision.explanation()})
+    return out
+
+
+async def waiting_leads(session: AsyncSession, *, older_than: datetime | None, limit: int = 500) -> list[str]:
+    """Leads in `received`: new, or rejected and not yet routed on (used by the reconciler)."""
+    query = select(Lead.lead_id).where(Lead.status == RECEIVED).order_by(Lead.updated_at).limit(limit)
+    if older_than is not None:
+        query = query.where(Lead.updated_at < older_than)
+    return list((await session.scalars(query)).all())
+
+
+def grace_cutoff(seconds: float) -> datetime:
+    return utcnow() - timedelta(seconds=seconds)

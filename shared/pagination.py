@@ -1,0 +1,43 @@
+"""Opaque cursors for `{"items": [...], "next_cursor": ...}` lists."""
+
+from __future__ import annotations
+
+import base64
+from typing import Annotated, Any, Generic, TypeVar
+
+import orjson
+from fastapi import Query
+from pydantic import BaseModel
+
+from shared.errors import ValidationFailed
+
+T = TypeVar("T")
+
+LimitQuery = Annotated[int, Query(ge=1, le=500, description="Page size (max 500).")]
+CursorQuery = Annotated[str | None, Query(description="Opaque cursor from a previous page's next_cursor.")]
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    next_cursor: str | None = None
+
+
+def encode_cursor(values: list[Any]) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps(values)).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None, arity: int) -> list[Any] | None:
+    if cursor is None:
+        return None
+    try:
+        values = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (ValueError, orjson.JSONDecodeError):
+        values = None
+    if not isinstance(values, list) or len(values) != arity:
+        raise invalid_cursor()
+    return values
+
+
+def invalid_cursor() -> ValidationFailed:
+    return ValidationFailed("The cursor is not valid.", errors=[
+        {"field": "cursor", "message": "not a cursor this list returned", "type": "value_error"}])
