@@ -146,9 +146,9 @@ class BusinessCalendar:
     def __post_init__(self) -> None:
         _resolve_zone(self.timezone)
 
-        for day in self.days:
-            if isinstance(day, bool) or not isinstance(day, int) or not 1 <= day <= 7:
-                raise ValueError(f"working days are ISO weekdays 1..7, got {day!r}")
+        for weekday in self.days:
+            if isinstance(weekday, bool) or not isinstance(weekday, int) or not 1 <= weekday <= 7:
+                raise ValueError(f"working days are ISO weekdays 1..7, got {weekday!r}")
         days = tuple(sorted(set(self.days)))
         if not days:
             raise ValueError("a business calendar needs at least one working day")
@@ -172,10 +172,10 @@ class BusinessCalendar:
             raise ValueError(f"no public holiday data for {region!r}")
 
         extra = frozenset(self.extra_holidays)
-        for day in extra:
+        for closed in extra:
             # datetime is a subclass of date but never equal to one, so it would silently never match.
-            if isinstance(day, datetime) or not isinstance(day, date):
-                raise ValueError(f"extra_holidays must contain dates, got {day!r}")
+            if isinstance(closed, datetime) or not isinstance(closed, date):
+                raise ValueError(f"extra_holidays must contain dates, got {closed!r}")
         object.__setattr__(self, "extra_holidays", extra)
 
     @classmethod
@@ -254,9 +254,9 @@ class BusinessCalendar:
         """The instant (UTC) at which ``duration`` of business time has elapsed after ``start``.
 
         If ``start`` is inside a window the clock runs from ``start``; otherwise it is paused until the
-        next window opens. A zero duration returns ``start`` itself (even outside business hours). When
-        the time runs out exactly at a window's end, that end is returned: four business hours after
-        13:00 is 17:00, not 09:00 the next working day. This is what makes ``add`` additive:
+        next window opens. A zero duration returns ``start`` itself (as UTC, even outside business
+        hours). When the time runs out exactly at a window's end, that end is returned: four business
+        hours after 13:00 is 17:00, not 09:00 the next working day. This is what makes ``add`` additive:
         ``add(add(s, a), b) == add(s, a + b)``.
 
         Cost is one step per local day (a couple of microseconds), so ``P30D`` of 8-hour business time

@@ -141,11 +141,16 @@ def some(values: list[str], max_size: int = 2) -> st.SearchStrategy[list[str]]:
     return st.lists(st.sampled_from(values), min_size=1, max_size=max_size, unique=True)
 
 
+def restriction(values: list[str]) -> st.SearchStrategy[tuple[str, ...]]:
+    """Mostly no restriction at all, so that enough generated partners are eligible."""
+    return st.one_of(st.just(()), st.just(()), some(values).map(tuple))
+
+
 territories = st.builds(
     Territory,
-    country=st.sampled_from(["US", "DE"]),
-    regions=st.lists(st.sampled_from(["CA", "TX", "OR"]), max_size=2, unique=True).map(tuple),
-    postal_prefixes=st.lists(st.sampled_from(["94", "941", "10", "9"]), max_size=2, unique=True).map(tuple),
+    country=st.sampled_from(["US", "US", "DE"]),
+    regions=restriction(["CA", "TX", "OR"]),
+    postal_prefixes=restriction(["94", "941", "10", "9"]),
 )
 
 partners_st = st.lists(
@@ -153,15 +158,15 @@ partners_st = st.lists(
         PartnerFacts,
         partner_id=st.sampled_from(PARTNER_IDS),
         tier=st.sampled_from(TIERS),
-        active=st.booleans(),
-        territories=st.lists(territories, max_size=2).map(tuple),
-        products=st.lists(st.sampled_from(PRODUCTS), max_size=2).map(tuple),
-        industries=st.lists(st.sampled_from(INDUSTRIES), max_size=2).map(tuple),
-        max_open_leads=maybe(st.integers(0, 5)),
-        open_leads=st.integers(0, 6),
+        active=st.sampled_from([True, True, True, False]),
+        territories=st.lists(territories, min_size=1, max_size=2).map(tuple),
+        products=restriction(PRODUCTS),
+        industries=restriction(INDUSTRIES),
+        max_open_leads=maybe(st.integers(1, 6)),
+        open_leads=st.integers(0, 4),
         performance_score=maybe(st.floats(0, 1)),
     ),
-    max_size=6,
+    max_size=8,
     unique_by=lambda p: p.partner_id,
 )
 
@@ -169,7 +174,7 @@ leads_st = st.builds(
     LeadFacts,
     lead_id=st.just("lead"),
     source=st.sampled_from(["generic", "hubspot"]),
-    country=st.sampled_from(["US", "DE", "FR"]),
+    country=st.sampled_from(["US", "US", "US", "DE", "FR"]),
     region=maybe(st.sampled_from(["CA", "TX"])),
     postal_code=maybe(st.sampled_from(["94107", "10115", "9", "30301"])),
     product=maybe(st.sampled_from(PRODUCTS)),
@@ -179,6 +184,7 @@ leads_st = st.builds(
     estimated_value=maybe(st.floats(0, 200000)),
     employees=maybe(st.integers(0, 5000)),
 )
+excluded_st = st.sets(st.sampled_from(PARTNER_IDS), max_size=2)
 
 
 @st.composite
@@ -212,11 +218,13 @@ def rule_sets(draw: st.DrawFn) -> RuleSetBody:
         Rule(
             name=f"r{i}",
             when=draw(st.just(RuleWhen()) | whens()),
-            route_to=draw(maybe(st.builds(RouteTo, tiers=maybe(some(TIERS)), partner_ids=maybe(some(PARTNER_IDS))))),
+            route_to=draw(maybe(st.builds(RouteTo, tiers=maybe(some(TIERS, 3)), partner_ids=maybe(some(PARTNER_IDS, 5))))),
             strategy=draw(st.sampled_from(["round_robin", "weighted", "least_loaded", "performance"])),
         )
         for i in range(draw(st.integers(1, 3)))
     ]
+    if draw(st.booleans()):
+        rules.append(Rule(name="catch-all"))
     return RuleSetBody(qualification=Qualification(min_score=draw(maybe(st.integers(0, 60)))), rules=rules)
 
 
@@ -224,7 +232,7 @@ def rule_sets(draw: st.DrawFn) -> RuleSetBody:
 
 
 @settings(max_examples=400)
-@given(lead=leads_st, partners=partners_st, rules=rule_sets(), excluded=st.sets(st.sampled_from(PARTNER_IDS)))
+@given(lead=leads_st, partners=partners_st, rules=rule_sets(), excluded=excluded_st)
 def test_decision_agrees_with_the_oracle(
     lead: LeadFacts, partners: list[PartnerFacts], rules: RuleSetBody, excluded: set[str]
 ) -> None:

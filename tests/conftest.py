@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from services.lead_router.app import create_app
+from shared.config import Settings
+from tests.fixtures.databases import drop_pg_database, migrated_pg, migrated_sqlite, truncate_all
+
+ADMIN_TOKEN = "test-admin-token"
+
+
+@pytest.fixture(scope="session")
+async def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return await migrated_sqlite(str(tmp_path_factory.mktemp("db")))
+
+
+@pytest.fixture(scope="session")
+async def pg_url() -> AsyncIterator[str]:
+    url = await migrated_pg()
+    yield url
+    await drop_pg_database(url)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest) -> str:
+    url: str = request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url")
+    return url
+
+
+@pytest.fixture
+def settings(db_url: str) -> Settings:
+    """lead_router settings for in-process API tests: no Kafka parts (routing is driven by the test)."""
+    return Settings(database_url=db_url, admin_token=ADMIN_TOKEN, run_relay=False, run_router=False,
+                    kafka_bootstrap="127.0.0.1:1", topic_prefix="test")
+
+
+@pytest.fixture
+async def app(settings: Settings) -> AsyncIterator[FastAPI]:
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        try:
+            yield app
+        finally:
+            await truncate_all(app.state.engine)
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://lead-router") as client:
+        yield client
+
+
+@pytest.fixture
+def admin() -> dict[str, str]:
+    return {"Authorization": f"Bearer {ADMIN_TOKEN}"}
