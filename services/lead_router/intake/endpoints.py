@@ -31,11 +31,17 @@ async def _read_body(request: Request, limit: int) -> bytes:
 
 
 def _verify(secret: str, body: bytes, request: Request) -> None:
+    """Standard Webhooks check. Only the signature is checked here (`json_parse=False`): a signed body that
+    is not JSON is a 400 later. Malformed headers (a signature without `v1,`, bad base64, a timestamp that
+    is not a number) and a body that is not UTF-8 cannot verify: 401."""
     headers = {k: request.headers.get(k, "") for k in ("webhook-id", "webhook-timestamp", "webhook-signature")}
+    webhook = Webhook(secret)  # a malformed configured secret is our bug, not the sender's: let it raise
     try:
-        Webhook(secret).verify(body, headers)
+        webhook.verify(body.decode("utf-8", errors="replace"), headers, json_parse=False)
     except WebhookVerificationError as exc:
         raise Unauthorized(f"Webhook signature verification failed: {exc}.") from None
+    except ValueError:  # "v1" without a comma, bad base64
+        raise Unauthorized("Webhook signature verification failed: malformed webhook-signature.") from None
 
 
 @router.post("/v1/webhooks/{source}", status_code=202, response_model=IntakeAccepted,

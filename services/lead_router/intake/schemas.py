@@ -2,10 +2,17 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=300)]
 EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+
+
+def no_nul(value: object) -> object:
+    """PostgreSQL text cannot hold NUL: reject it as bad input rather than fail on insert."""
+    if isinstance(value, str) and "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
 
 
 class CompanyIn(BaseModel):
@@ -39,6 +46,8 @@ class LeadIn(BaseModel):
     score: int | None = Field(default=None, ge=0, le=1000)
     campaign: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)] | None = None
     occurred_at: AwareDatetime | None = None
+
+    _no_nul = field_validator("*")(no_nul)
 
 
 class IntakeAccepted(BaseModel):

@@ -65,11 +65,14 @@ async def ingest(session: AsyncSession, *, source: str, body: LeadIn, webhook_id
 
 
 async def _update_duplicate(session: AsyncSession, lead: Lead, body: LeadIn, settings: Settings) -> None:
-    """A repeat of a lead still in nurture brings fresh data: re-qualify it with a new `lead.received`."""
+    """A repeat of a lead still in nurture brings fresh data: re-qualify it with a new `lead.received`.
+
+    The lead goes back to `received`, i.e. waiting, so that the reconciler routes it too if the event is
+    lost; a score still below the bar sends it back to nurture."""
     if lead.status != NURTURING or body.score == lead.score:
         return
     _apply(lead, body)
-    lead.updated_at = utcnow()
+    lead.status, lead.updated_at = RECEIVED, utcnow()
     timeline.record(session, settings, lead, "lead.received", data={**received_data(lead), "update": True})
 
 

@@ -148,7 +148,7 @@ def restriction(values: list[str]) -> st.SearchStrategy[tuple[str, ...]]:
 
 territories = st.builds(
     Territory,
-    country=st.sampled_from(["US", "US", "DE"]),
+    country=st.sampled_from(["US", "US", "US", "DE"]),
     regions=restriction(["CA", "TX", "OR"]),
     postal_prefixes=restriction(["94", "941", "10", "9"]),
 )
@@ -175,8 +175,8 @@ leads_st = st.builds(
     lead_id=st.just("lead"),
     source=st.sampled_from(["generic", "hubspot"]),
     country=st.sampled_from(["US", "US", "US", "DE", "FR"]),
-    region=maybe(st.sampled_from(["CA", "TX"])),
-    postal_code=maybe(st.sampled_from(["94107", "10115", "9", "30301"])),
+    region=maybe(st.sampled_from(["CA", "CA", "TX", "OR"])),
+    postal_code=maybe(st.sampled_from(["94107", "94107", "10115", "9", "30301"])),
     product=maybe(st.sampled_from(PRODUCTS)),
     industry=maybe(st.sampled_from(INDUSTRIES)),
     campaign=maybe(st.sampled_from(["q3-webinar", "Q3-WEBINAR", "expo"])),
@@ -218,7 +218,9 @@ def rule_sets(draw: st.DrawFn) -> RuleSetBody:
         Rule(
             name=f"r{i}",
             when=draw(st.just(RuleWhen()) | whens()),
-            route_to=draw(maybe(st.builds(RouteTo, tiers=maybe(some(TIERS, 3)), partner_ids=maybe(some(PARTNER_IDS, 5))))),
+            route_to=draw(
+                maybe(st.builds(RouteTo, tiers=maybe(some(TIERS, 3)), partner_ids=maybe(some(PARTNER_IDS, 5))))
+            ),
             strategy=draw(st.sampled_from(["round_robin", "weighted", "least_loaded", "performance"])),
         )
         for i in range(draw(st.integers(1, 3)))
