@@ -19,6 +19,7 @@ from sqlalchemy import func, select
 from services.lead_router.intake.endpoints import router as intake_router
 from services.lead_router.lead.endpoints import admin_router as leads_router
 from services.lead_router.lead.endpoints import partner_router
+from services.lead_router.lead.recall import sla_handlers
 from services.lead_router.lead.states import STATUSES
 from services.lead_router.partner.endpoints import router as partners_router
 from services.lead_router.routing.endpoints import router as routing_router
@@ -56,6 +57,10 @@ async def _run_kafka_parts(app: FastAPI, settings: Settings) -> None:
                             handlers=router_handlers(settings))
         app.state.consumer = loop
         group.start("router-consumer", loop.run())
+        recalls = ConsumerLoop(settings, app.state.sessions, name="recall", topics=[settings.sla_topic],
+                               group_id=f"{settings.topic_prefix}.{ROUTER_GROUP}-recall",
+                               handlers=sla_handlers(settings))
+        group.start("recall-consumer", recalls.run())
 
 
 async def _purge_forever(relay: OutboxRelay) -> None:

@@ -1,0 +1,168 @@
+"""`make bench`: durable ingest rate, webhook → `lead.routed` latency, and the bare-FastAPI yardstick.
+
+Runs lead_router on PostgreSQL (a fresh database on 127.0.0.1:5432, or BENCH_DATABASE_URL) and the
+bundled broker; the load comes from a separate process over HTTP; `lead.routed` is read from the topic
+by an independent consumer. Figures are printed and written to var/bench.json; nothing is asserted."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+from aiokafka import AIOKafkaConsumer
+
+from shared.broker import free_port
+from shared.events import CloudEvent
+from shared.migrate import upgrade_async
+from tests.fixtures.builders import partner_body
+from tests.fixtures.processes import ADMIN_TOKEN, Service, broker, service_env
+
+ROOT = Path(__file__).resolve().parents[1]
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+THROUGHPUT_LEADS = int(os.environ.get("BENCH_LEADS", "3000"))
+CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "32"))
+TARGET_RATE = float(os.environ.get("BENCH_RATE", "1000"))
+LATENCY_SECONDS = float(os.environ.get("BENCH_LATENCY_SECONDS", "5"))
+
+
+async def fresh_database() -> tuple[str, str | None]:
+    if os.environ.get("BENCH_DATABASE_URL"):
+        return os.environ["BENCH_DATABASE_URL"], None
+    name = f"lr_bench_{uuid.uuid4().hex[:8]}"
+    conn = await asyncpg.connect(host="127.0.0.1", port=5432, user="postgres", database="test")
+    await conn.execute(f'CREATE DATABASE "{name}"')
+    await conn.close()
+    url = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
+    await upgrade_async(url)
+    return url, name
+
+
+async def drop_database(name: str) -> None:
+    conn = await asyncpg.connect(host="127.0.0.1", port=5432, user="postgres", database="test")
+    await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    await conn.close()
+
+
+def run_load(url: str, count: int, concurrency: int, rate: float) -> dict[str, Any]:
+    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as fh:
+        out = fh.name
+    subprocess.run([sys.executable, "-m", "bench.load", url, str(count), str(concurrency), str(rate), out],
+                   cwd=ROOT, check=True)
+    result: dict[str, Any] = json.loads(Path(out).read_text())
+    os.unlink(out)
+    return result
+
+
+class RoutedWatcher:
+    """Records when each `lead.routed` arrives on the topic."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None,
+                                         auto_offset_reset="earliest", fetch_max_wait_ms=5)
+        self.seen: dict[str, float] = {}
+
+    async def run(self) -> None:
+        await self.consumer.start()
+        try:
+            while True:
+                batches = await self.consumer.getmany(timeout_ms=100)
+                now = time.time()
+                for records in batches.values():
+                    for record in records:
+                        event = CloudEvent.parse(record.value)
+                        if event.name == "lead.routed" and event.subject:
+                            self.seen.setdefault(event.subject, now)
+        finally:
+            await self.consumer.stop()
+
+    async def wait_for(self, lead_ids: list[str], timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and any(i not in self.seen for i in lead_ids):
+            await asyncio.sleep(0.1)
+
+
+def pct(values: list[float], p: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(len(values) * p))] if values else float("nan")
+
+
+async def bench() -> dict[str, Any]:
+    db_url, db_name = await fresh_database()
+    tmp = Path(tempfile.mkdtemp(prefix="lr-bench-"))
+    results: dict[str, Any] = {}
+    try:
+        with broker() as bootstrap:
+            prefix = f"bench{uuid.uuid4().hex[:6]}"
+            port = free_port()
+            env = service_env(db_url, bootstrap, prefix, LEADROUTER_ROUTER_PORT=str(port),
+                              LEADROUTER_LOG_LEVEL="warning", LEADROUTER_TOPIC_PARTITIONS="6")
+            router = Service("services.lead_router", env, port, tmp / "router.log").start()
+            watcher = RoutedWatcher(bootstrap, f"{prefix}.leads")
+            watch = asyncio.create_task(watcher.run())
+            try:
+                with httpx.Client(base_url=router.url, timeout=10) as http:
+                    for i in range(10):
+                        http.put(f"/v1/partners/p{i:02d}", json=partner_body(name=f"Partner {i}",
+                                                                              capacity={"max_open_leads": None}),
+                                 headers=ADMIN).raise_for_status()
+                run_load(router.url, 200, 8, 0)  # warm-up: connections, caches, the consumer group
+                throughput = run_load(router.url, THROUGHPUT_LEADS, CONCURRENCY, 0)
+                await watcher.wait_for(list(throughput["sent"]), 120)
+                rate = min(TARGET_RATE, 0.8 * throughput["rate"])
+                latency = run_load(router.url, int(rate * LATENCY_SECONDS), CONCURRENCY * 4, rate)
+                await watcher.wait_for(list(latency["sent"]), 120)
+                lat = [1000 * (watcher.seen[i] - t) for i, t in latency["sent"].items() if i in watcher.seen]
+                results.update({
+                    "ingest_leads_per_s": round(throughput["rate"], 1),
+                    "ingest_errors": throughput["errors"],
+                    "ingest_http_p50_ms": round(throughput["http_p50_ms"], 2),
+                    "ingest_http_p99_ms": round(throughput["http_p99_ms"], 2),
+                    "latency_phase_rate_per_s": round(latency["rate"], 1),
+                    "webhook_to_routed_p50_ms": round(statistics.median(lat), 2) if lat else None,
+                    "webhook_to_routed_p99_ms": round(pct(lat, 0.99), 2) if lat else None,
+                    "routed_seen": f"{len(lat)}/{len(latency['sent'])}",
+                })
+            finally:
+                watch.cancel()
+                router.stop()
+        bare_port = free_port()
+        bare = subprocess.Popen([sys.executable, "-m", "bench.bare"], cwd=ROOT,
+                                env={**os.environ, "BENCH_PORT": str(bare_port)})
+        try:
+            Service("bench.bare", {}, bare_port, tmp / "bare.log").wait_until(
+                lambda: httpx.get(f"http://127.0.0.1:{bare_port}/healthz").status_code == 200, 20)
+            run_load(f"http://127.0.0.1:{bare_port}", 200, 8, 0)
+            yardstick = run_load(f"http://127.0.0.1:{bare_port}", THROUGHPUT_LEADS, CONCURRENCY, 0)
+        finally:
+            bare.terminate()
+            bare.wait()
+        results["bare_fastapi_per_s"] = round(yardstick["rate"], 1)
+        results["ratio_ingest_to_bare"] = round(results["ingest_leads_per_s"] / yardstick["rate"], 3)
+    finally:
+        if db_name:
+            await drop_database(db_name)
+    return results
+
+
+def main() -> None:
+    results = asyncio.run(bench())
+    print("\nLeadrouter benchmark (lead_router on PostgreSQL + bundled broker, load from a separate process)")
+    for key, value in results.items():
+        print(f"  {key:<28} {value}")
+    Path("var").mkdir(exist_ok=True)
+    Path("var/bench.json").write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
