@@ -107,7 +107,11 @@ async def bench() -> dict[str, Any]:
             port = free_port()
             env = service_env(db_url, bootstrap, prefix, LEADROUTER_ROUTER_PORT=str(port),
                               LEADROUTER_LOG_LEVEL="warning", LEADROUTER_TOPIC_PARTITIONS="6")
-            router = Service("services.lead_router", env, port, tmp / "router.log").start()
+            router = Service("services.lead_router", {**env, "LEADROUTER_RUN_ROUTER": "false"}, port,
+                             tmp / "router.log").start()
+            worker_port = free_port()
+            worker = Service("services.lead_router", {**env, "LEADROUTER_ROUTER_PORT": str(worker_port)},
+                             worker_port, tmp / "worker.log").start()
             watcher = RoutedWatcher(bootstrap, f"{prefix}.leads")
             watch = asyncio.create_task(watcher.run())
             try:
@@ -136,6 +140,7 @@ async def bench() -> dict[str, Any]:
             finally:
                 watch.cancel()
                 router.stop()
+                worker.stop()
         bare_port = free_port()
         bare = subprocess.Popen([sys.executable, "-m", "bench.bare"], cwd=ROOT,
                                 env={**os.environ, "BENCH_PORT": str(bare_port)})

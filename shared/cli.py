@@ -98,6 +98,7 @@ Leadrouter is running.
 
   lead_router   {router}   (API docs: {router}/docs)
   sla_monitor   {monitor}   (API docs: {monitor}/docs)
+  router worker http://{host}:{settings.worker_port}   (routing consumer; /healthz, /metrics)
   Kafka         {settings.bootstrap}   topics {settings.topic_prefix}.leads|sla|partners
   database      {settings.database_url}
   admin token   {token}
@@ -149,10 +150,16 @@ def up() -> None:
         if keys is not None:
             save_keys(keys, KEYS_FILE)
             typer.echo("seeded demo partners and routing rules")
-        for module in ("services.lead_router", "services.sla_monitor"):
-            procs.append(subprocess.Popen([sys.executable, "-m", module], env=env, start_new_session=True))
+        roles = [("services.lead_router", {"LEADROUTER_RUN_ROUTER": "false"}),
+                 ("services.lead_router", {"LEADROUTER_ROUTER_PORT": str(settings.worker_port),
+                                           "LEADROUTER_RUN_ROUTER": "true"}),
+                 ("services.sla_monitor", {})]
+        for module, extra in roles:
+            procs.append(subprocess.Popen([sys.executable, "-m", module], env={**env, **extra},
+                                          start_new_session=True))
         host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
         _wait_ready(f"http://{host}:{settings.router_port}/readyz", procs)
+        _wait_ready(f"http://{host}:{settings.worker_port}/readyz", procs)
         _wait_ready(f"http://{host}:{settings.monitor_port}/readyz", procs)
         typer.echo(_banner(settings, token, host))
         while not stopping:

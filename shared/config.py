@@ -30,6 +30,9 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     router_port: int = 8000
     monitor_port: int = 8001
+    # `leadrouter up` runs the router worker (consumer, reconciler, relay) as a second lead_router
+    # process on this port, so routing never queues behind HTTP requests in one event loop.
+    worker_port: int = 8002
     admin_token: str | None = None
 
     # Which background parts a lead_router process runs (all by default; split them to scale).
@@ -44,6 +47,13 @@ class Settings(BaseSettings):
     webhook_tolerance_s: int = 300
     fiscal_year_start_month: int = Field(default=1, ge=1, le=12)
     log_level: str = "info"
+
+    # sla_monitor: its Kafka parts (consumer of leads/partners + its outbox relay) and its deadline scheduler
+    # can be switched off (in-process API tests drive handlers and the scheduler themselves).
+    sla_run_kafka: bool = True
+    sla_run_scheduler: bool = True
+    sla_scheduler_max_sleep_s: float = Field(default=30.0, gt=0)
+    sla_stream_keepalive_s: float = Field(default=15.0, gt=0)
 
     @field_validator("kafka_bootstrap", "admin_token", mode="before")
     @classmethod

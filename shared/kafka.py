@@ -1,10 +1,10 @@
 """Kafka plumbing: topic creation, the producer, and the consume-process-commit loop.
 
-`ConsumerLoop` owns the aiokafka consumer. Each record is handled in its own database transaction,
-together with a `processed_events` row for its CloudEvent id, so a redelivered event is skipped; the
-offset is committed only after that transaction commits. When a handler fails the loop rolls back,
-seeks the partition back to the failed record and retries with backoff; the rest of the batch for that
-partition waits, so a lead's events are never handled out of order.
+`ConsumerLoop` owns the aiokafka consumer. The records a fetch returns for one partition are handled
+in one database transaction, together with a `processed_events` row per CloudEvent id, so a redelivered
+event is skipped; the offset is committed only after that transaction commits. When a handler fails the
+batch is rolled back and its events are retried one at a time (each in its own transaction, with
+backoff); later events of the partition wait, so a lead's events are never handled out of order.
 """
 
 from __future__ import annotations
@@ -106,6 +106,27 @@ async def handle_once(sessions: async_sessionmaker[AsyncSession], consumer_name:
     return True
 
 
+async def handle_batch(sessions: async_sessionmaker[AsyncSession], consumer_name: str, events: list[CloudEvent],
+                       handlers: dict[str, Handler]) -> int:
+    """Handle a partition's batch in one transaction (one commit for many events); returns how many ran.
+    Raises if any handler fails, leaving nothing written, so the caller can retry one by one."""
+    if not events:
+        return 0
+    async with sessions() as session, session.begin():
+        seen = set((await session.scalars(select(ProcessedEvent.event_id).where(
+            ProcessedEvent.consumer == consumer_name,
+            ProcessedEvent.event_id.in_([e.id for e in events])))).all())
+        ran = 0
+        for event in events:
+            if event.id in seen:
+                continue
+            seen.add(event.id)
+            session.add(ProcessedEvent(consumer=consumer_name, event_id=event.id))
+            await handlers[event.name](session, event)
+            ran += 1
+    return ran
+
+
 class ConsumerLoop:
     def __init__(self, settings: Settings, sessions: async_sessionmaker[AsyncSession], *, name: str,
                  topics: list[str], group_id: str, handlers: dict[str, Handler]) -> None:
@@ -118,7 +139,6 @@ class ConsumerLoop:
         self.consumer: AIOKafkaConsumer | None = None
         self.handled = 0
         self.last_error: str | None = None
-        self.lag = 0
 
     async def run(self) -> None:
         backoff = 0.5
@@ -149,43 +169,82 @@ class ConsumerLoop:
             batches = await consumer.getmany(timeout_ms=500, max_records=200)
             for tp, records in batches.items():
                 await self._process_partition(consumer, tp, records)
-            await self._update_lag(consumer)
 
     async def _process_partition(self, consumer: AIOKafkaConsumer, tp: TopicPartition,
                                  records: list[Any]) -> None:
-        for record in records:
-            attempt = 0
-            while True:
-                try:
-                    await self._process(record)
-                    break
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:
-                    attempt += 1
-                    self.last_error = str(exc)
-                    log.exception("%s: handling offset %s of %s failed (attempt %d)", self.name,
-                                  record.offset, tp, attempt)
-                    await asyncio.sleep(min(0.2 * 2**attempt, 10))
-            await consumer.commit({tp: record.offset + 1})
-
-    async def _process(self, record: Any) -> None:
+        events = [e for e in map(self._parse, records) if e is not None and e.name in self.handlers]
         try:
-            event = CloudEvent.parse(record.value)
-        except (ValidationError, ValueError):
-            log.error("%s: skipping a record that is not a CloudEvent at %s:%s", self.name,
-                      record.partition, record.offset)
-            return
-        handler = self.handlers.get(event.name)
-        if handler is None:
-            return
-        if await handle_once(self.sessions, self.name, event, handler):
-            self.handled += 1
+            self.handled += await handle_batch(self.sessions, self.name, events, self.handlers)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # one bad event must not hold up the others: go one at a time
+            log.warning("%s: batch of %d from %s failed; retrying one by one", self.name, len(events), tp,
+                        exc_info=True)
+            for event in events:
+                await self._process_with_retry(event)
+        await consumer.commit({tp: records[-1].offset + 1})
 
-    async def _update_lag(self, consumer: AIOKafkaConsumer) -> None:
-        total = 0
-        for tp in consumer.assignment():
-            high = consumer.highwater(tp)
-            if high is not None:
-                total += max(0, high - await consumer.position(tp))
-        self.lag = total
+    async def _process_with_retry(self, event: CloudEvent) -> None:
+        attempt = 0
+        while True:
+            try:
+                if await handle_once(self.sessions, self.name, event, self.handlers[event.name]):
+                    self.handled += 1
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                attempt += 1
+                self.last_error = str(exc)
+                log.exception("%s: handling %s %s failed (attempt %d)", self.name, event.type, event.id, attempt)
+                await asyncio.sleep(min(0.2 * 2**attempt, 10))
+
+    def _parse(self, record: Any) -> CloudEvent | None:
+        try:
+            return CloudEvent.parse(record.value)
+        except (ValidationError, ValueError):
+            log.error("%s: skipping a record that is not a CloudEvent at %s:%s", self.name, record.partition,
+                      record.offset)
+            return None
+
+
+class GroupLag:
+    """A consumer group's lag as the broker sees it (end offsets minus committed offsets), so any
+    instance can report it, whichever instances of the group are consuming."""
+
+    def __init__(self, settings: Settings, group_id: str, topic: str) -> None:
+        self.settings, self.group_id, self.topic = settings, group_id, topic
+        self.admin: AIOKafkaAdminClient | None = None
+        self.consumer: AIOKafkaConsumer | None = None
+
+    async def measure(self) -> int:
+        return await asyncio.wait_for(self._measure(), 2.0)
+
+    async def _measure(self) -> int:
+        if self.admin is None or self.consumer is None:
+            admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.bootstrap, request_timeout_ms=3000)
+            consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.bootstrap, group_id=None,
+                                        request_timeout_ms=3000)
+            await admin.start()
+            await consumer.start()
+            self.admin, self.consumer = admin, consumer
+        await self.consumer.topics()  # refresh metadata
+        partitions = self.consumer.partitions_for_topic(self.topic) or set()
+        tps = [TopicPartition(self.topic, p) for p in partitions]
+        if not tps:
+            return 0
+        ends = await self.consumer.end_offsets(tps)
+        committed = await self.admin.list_consumer_group_offsets(self.group_id, partitions=tps)
+        lag = 0
+        for tp in tps:
+            meta = committed.get(tp)
+            done = meta.offset if meta is not None and meta.offset >= 0 else 0
+            lag += max(0, ends[tp] - done)
+        return lag
+
+    async def close(self) -> None:
+        if self.consumer is not None:
+            await self.consumer.stop()
+        if self.admin is not None:
+            await self.admin.close()
+        self.admin = self.consumer = None

@@ -26,7 +26,10 @@ def encode_cursor(values: list[Any]) -> str:
     return base64.urlsafe_b64encode(orjson.dumps(values)).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str | None, arity: int) -> list[Any] | None:
+def decode_cursor(cursor: str | None, arity: int, *, kinds: tuple[type, ...] | None = None) -> list[Any] | None:
+    """The values `encode_cursor` was given, or 422 for anything else. `kinds` are the values' types, checked
+    because a cursor is client input: a number where the query expects text must not reach the database
+    (PostgreSQL refuses to compare them), nor may a NUL character in a string."""
     if cursor is None:
         return None
     try:
@@ -34,6 +37,10 @@ def decode_cursor(cursor: str | None, arity: int) -> list[Any] | None:
     except (ValueError, orjson.JSONDecodeError):
         values = None
     if not isinstance(values, list) or len(values) != arity:
+        raise invalid_cursor()
+    if kinds is not None and not all(type(v) is k for v, k in zip(values, kinds, strict=True)):
+        raise invalid_cursor()
+    if any(isinstance(v, str) and "\x00" in v for v in values):
         raise invalid_cursor()
     return values
 

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
 
+from aiokafka.errors import KafkaError
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, Gauge
 from sqlalchemy import func, select
@@ -27,7 +28,7 @@ from services.lead_router.routing.handlers import reconcile_forever, router_hand
 from shared.config import Settings, get_settings
 from shared.db import create_engine, session_factory
 from shared.errors import install_error_handlers
-from shared.kafka import ConsumerLoop, ensure_topics, make_producer
+from shared.kafka import ConsumerLoop, GroupLag, ensure_topics, make_producer
 from shared.models import Lead, utcnow
 from shared.observability import RequestMetrics, install_probes
 from shared.outbox import OutboxRelay, backlog
@@ -53,7 +54,7 @@ async def _run_kafka_parts(app: FastAPI, settings: Settings) -> None:
         group.start("outbox-purge", _purge_forever(relay))
     if settings.run_router:
         loop = ConsumerLoop(settings, app.state.sessions, name="router", topics=[settings.leads_topic],
-                            group_id=f"{settings.topic_prefix}.{ROUTER_GROUP}",
+                            group_id=router_group(settings),
                             handlers=router_handlers(settings))
         app.state.consumer = loop
         group.start("router-consumer", loop.run())
@@ -61,6 +62,10 @@ async def _run_kafka_parts(app: FastAPI, settings: Settings) -> None:
                                group_id=f"{settings.topic_prefix}.{ROUTER_GROUP}-recall",
                                handlers=sla_handlers(settings))
         group.start("recall-consumer", recalls.run())
+
+
+def router_group(settings: Settings) -> str:
+    return f"{settings.topic_prefix}.{ROUTER_GROUP}"
 
 
 async def _purge_forever(relay: OutboxRelay) -> None:
@@ -74,7 +79,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     registry = CollectorRegistry()
     leads_by_status = Gauge("leadrouter_leads", "Leads by status", ["status"], registry=registry)
     outbox_backlog = Gauge("leadrouter_outbox_backlog", "Outbox rows not yet published", registry=registry)
-    consumer_lag = Gauge("leadrouter_router_consumer_lag", "Router consumer lag (records)", registry=registry)
+    consumer_lag = Gauge("leadrouter_router_consumer_lag", "Leads-topic records the router group has not committed",
+                         registry=registry)
     published = Gauge("leadrouter_outbox_published", "Events published by this process's relay",
                       registry=registry)
 
@@ -89,9 +95,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.tasks.start("kafka-start", _run_kafka_parts(app, settings))
         if settings.run_router:
             app.state.tasks.start("reconciler", reconcile_forever(app.state.sessions, settings))
+        app.state.lag = GroupLag(settings, router_group(settings), settings.leads_topic)
         try:
             yield
         finally:
+            await app.state.lag.close()
             await app.state.tasks.stop()
             if app.state.producer is not None:
                 await app.state.producer.stop()
@@ -103,8 +111,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             outbox_backlog.set(await backlog(session))
         for status in STATUSES:
             leads_by_status.labels(status).set(counts.get(status, 0))
-        consumer_lag.set(app.state.consumer.lag if app.state.consumer else 0)
         published.set(app.state.relay.published if app.state.relay else 0)
+        try:
+            consumer_lag.set(await app.state.lag.measure())
+        except (KafkaError, OSError, TimeoutError):
+            consumer_lag.set(float("nan"))  # broker unreachable: unknown, not zero
 
     app = FastAPI(title="Leadrouter: lead_router", version="1.0.0", lifespan=lifespan,
                   description="Lead intake, routing and partner responses. Contract: API.md, v1.")

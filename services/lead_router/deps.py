@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -14,8 +15,10 @@ from shared.errors import Unauthorized
 from shared.models import Partner, PartnerApiKey
 from shared.security import bearer, secret_matches, split_api_key, token_matches
 
+KEY_ID = re.compile(r"[0-9a-f]{1,32}")
 
-def get_settings(request: Request) -> Settings:
+
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
@@ -30,7 +33,7 @@ SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
-def require_admin(request: Request) -> None:
+async def require_admin(request: Request) -> None:
     expected = request.app.state.settings.admin_token
     token = bearer(request.headers.get("authorization"))
     if not token or not expected or not token_matches(token, expected):
@@ -43,6 +46,8 @@ async def current_partner(request: Request, session: SessionDep) -> Partner:
     if parsed is None:
         raise Unauthorized("A valid partner API key is required.")
     key_id, secret = parsed
+    if not KEY_ID.fullmatch(key_id):  # never send arbitrary header bytes to the database
+        raise Unauthorized("A valid partner API key is required.")
     key = await session.get(PartnerApiKey, key_id)
     if key is None or key.revoked_at is not None or not secret_matches(secret, key.secret_hash):
         raise Unauthorized("A valid partner API key is required.")

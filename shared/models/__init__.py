@@ -8,3 +8,6 @@ from shared.models.routing import RoutingState, RuleSet
 
 __all__ = ["Base", "UTCDateTime", "utcnow", "Lead", "LeadEvent", "LeadOffer", "WebhookReceipt",
            "OutboxMessage", "ProcessedEvent", "Partner", "PartnerApiKey", "RoutingState", "RuleSet"]
+from shared.models.sla import SlaAlert, SlaClock, SlaPartner, SlaPolicy  # noqa: E402
+
+__all__ += ["SlaAlert", "SlaClock", "SlaPartner", "SlaPolicy"]

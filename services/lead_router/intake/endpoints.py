@@ -14,6 +14,8 @@ from shared.errors import AppError, PayloadTooLarge, Unauthorized, ValidationFai
 
 router = APIRouter(tags=["intake"])
 
+WEBHOOK_ID_MAX = 200  # webhook_receipts.webhook_id
+
 Source = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$",
                              description="The sending system, e.g. `generic`, `hubspot`, `marketo`.")]
 
@@ -71,7 +73,10 @@ async def receive_lead(source: Source, request: Request, response: Response, ses
     except ValidationError as exc:
         raise ValidationFailed("The lead is not valid; see errors.",
                                errors=field_errors(list(exc.errors()))) from None
-    result = await service.ingest(session, source=source, body=lead_in,
-                                  webhook_id=request.headers.get("webhook-id") or None, settings=settings)
+    webhook_id = request.headers.get("webhook-id") or None
+    if webhook_id is not None and len(webhook_id) > WEBHOOK_ID_MAX:
+        raise ValidationFailed("The webhook-id header is too long.", errors=[
+            {"field": "webhook-id", "message": f"at most {WEBHOOK_ID_MAX} characters", "type": "string_too_long"}])
+    result = await service.ingest(session, source=source, body=lead_in, webhook_id=webhook_id, settings=settings)
     response.status_code = 200 if result.duplicate else 202
     return result

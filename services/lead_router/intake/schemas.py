@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator
@@ -8,14 +9,18 @@ Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max
 EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
 
 
-def no_nul(value: object) -> object:
-    """PostgreSQL text cannot hold NUL: reject it as bad input rather than fail on insert."""
-    if isinstance(value, str) and "\x00" in value:
-        raise ValueError("must not contain NUL characters")
-    return value
+class NoNul(BaseModel):
+    """PostgreSQL text cannot hold NUL: strings with one are bad input (422), not a failed insert (500)."""
+
+    @field_validator("*")
+    @classmethod
+    def _no_nul(cls, value: object) -> object:
+        if isinstance(value, str) and "\x00" in value:
+            raise ValueError("must not contain NUL characters")
+        return value
 
 
-class CompanyIn(BaseModel):
+class CompanyIn(NoNul):
     model_config = ConfigDict(extra="ignore")
 
     name: Text
@@ -29,7 +34,7 @@ class CompanyIn(BaseModel):
                                                   to_upper=True)] | None = None
 
 
-class LeadIn(BaseModel):
+class LeadIn(NoNul):
     """The `generic` webhook body. Unknown fields are ignored so automation tools can send extras."""
 
     model_config = ConfigDict(extra="ignore")
@@ -47,7 +52,16 @@ class LeadIn(BaseModel):
     campaign: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)] | None = None
     occurred_at: AwareDatetime | None = None
 
-    _no_nul = field_validator("*")(no_nul)
+    @field_validator("occurred_at")
+    @classmethod
+    def _in_utc(cls, value: datetime | None) -> datetime | None:
+        """Stored in UTC: a time at the very edge of the calendar (year 1 at +01:00) has no UTC equivalent."""
+        if value is None:
+            return None
+        try:
+            return value.astimezone(UTC)
+        except OverflowError:
+            raise ValueError("out of range") from None
 
 
 class IntakeAccepted(BaseModel):

@@ -6,14 +6,14 @@ import uuid
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.lead_router.intake.schemas import IntakeAccepted, LeadIn
 from services.lead_router.lead import timeline
 from services.lead_router.lead.states import NURTURING, RECEIVED
 from shared.config import Settings
-from shared.models import Lead, WebhookReceipt, utcnow
+from shared.models import Base, Lead, WebhookReceipt, utcnow
 
 CONTACT_FIELDS = ("email", "first_name", "last_name", "phone", "title")
 
@@ -41,24 +41,17 @@ async def ingest(session: AsyncSession, *, source: str, body: LeadIn, webhook_id
             lead = await session.get(Lead, receipt.lead_id)
             return IntakeAccepted(lead_id=receipt.lead_id, status=lead.status if lead else RECEIVED,
                                   duplicate=True)
+    lead = Lead(lead_id=str(uuid.uuid4()), source=source, external_id=body.external_id, status=RECEIVED,
+                created_at=utcnow())
+    lead.updated_at = lead.created_at
+    _apply(lead, body)
+    if await _insert_new(session, lead):
+        timeline.record(session, settings, lead, "lead.received", data=received_data(lead), at=lead.created_at)
+        await _remember(session, source, webhook_id, lead.lead_id)
+        return IntakeAccepted(lead_id=lead.lead_id, status=RECEIVED, duplicate=False)
     existing = await _by_external_id(session, source, body.external_id)
-    if existing is None:
-        lead = Lead(lead_id=str(uuid.uuid4()), source=source, external_id=body.external_id, status=RECEIVED,
-                    created_at=utcnow())
-        lead.updated_at = lead.created_at
-        _apply(lead, body)
-        try:
-            async with session.begin_nested():
-                session.add(lead)
-                await session.flush()
-        except IntegrityError:  # the same lead arrived concurrently and won
-            existing = await _by_external_id(session, source, body.external_id)
-            if existing is None:
-                raise
-        else:
-            timeline.record(session, settings, lead, "lead.received", data=received_data(lead), at=lead.created_at)
-            await _remember(session, source, webhook_id, lead.lead_id)
-            return IntakeAccepted(lead_id=lead.lead_id, status=RECEIVED, duplicate=False)
+    if existing is None:  # pragma: no cover - the conflicting row is committed or we would not conflict
+        raise RuntimeError("lead conflict without a lead")
     await _update_duplicate(session, existing, body, settings)
     await _remember(session, source, webhook_id, existing.lead_id)
     return IntakeAccepted(lead_id=existing.lead_id, status=existing.status, duplicate=True)  # type: ignore[arg-type]
@@ -77,14 +70,27 @@ async def _update_duplicate(session: AsyncSession, lead: Lead, body: LeadIn, set
 
 
 async def _remember(session: AsyncSession, source: str, webhook_id: str | None, lead_id: str) -> None:
-    if not webhook_id:
-        return
-    try:
-        async with session.begin_nested():
-            session.add(WebhookReceipt(source=source, webhook_id=webhook_id, lead_id=lead_id))
-            await session.flush()
-    except IntegrityError:
-        pass  # recorded by a concurrent delivery of the same webhook
+    if webhook_id:  # a concurrent delivery of the same webhook may have recorded it already
+        await _insert_ignore(session, WebhookReceipt, {"source": source, "webhook_id": webhook_id,
+                                                       "lead_id": lead_id, "received_at": utcnow()})
+
+
+async def _insert_new(session: AsyncSession, lead: Lead) -> bool:
+    """False when the lead exists already, also when the same lead arrives concurrently: the later
+    insert waits for the first to commit and then does nothing."""
+    return await _insert_ignore(session, Lead, {c.key: getattr(lead, c.key) for c in Lead.__table__.columns})
+
+
+async def _insert_ignore(session: AsyncSession, model: type[Base], values: dict[str, Any]) -> bool:
+    """INSERT .. ON CONFLICT DO NOTHING (PostgreSQL and SQLite): one statement, no savepoint, no
+    IntegrityError to recover from. True when the row was inserted."""
+    stmt = _INSERT_IGNORE[(session.bind.dialect.name == "postgresql", model)]
+    return bool((await session.execute(stmt, values)).rowcount)
+
+
+# Built once: executing a prepared Core statement with parameters skips per-call SQL construction.
+_INSERT_IGNORE = {(pg, model): (postgresql.insert if pg else sqlite.insert)(model.__table__).on_conflict_do_nothing()
+                  for pg in (True, False) for model in (Lead, WebhookReceipt)}
 
 
 async def _by_external_id(session: AsyncSession, source: str, external_id: str) -> Lead | None:

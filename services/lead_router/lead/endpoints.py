@@ -27,16 +27,18 @@ admin_router = APIRouter(prefix="/v1/leads", tags=["leads (admin)"], dependencie
 partner_router = APIRouter(prefix="/v1/partner/leads", tags=["partner"], responses=problem_responses(401, 422))
 
 StatusQuery = Annotated[str | None, Query(pattern="^(" + "|".join(STATUSES) + ")$")]
-IdQuery = Annotated[str | None, Query(min_length=1, max_length=64)]
+IdQuery = Annotated[str | None, Query(min_length=1, max_length=64, pattern=r"^[^\x00]+$")]
 
 
 async def _page(session: SessionDep, *, status: str | None, partner_id: str | None, source: str | None,
                 limit: int, cursor: str | None) -> tuple[list[Lead], str | None]:
-    after = decode_cursor(cursor, 2)
+    after = decode_cursor(cursor, 2, kinds=(str, str))
     try:
-        position = (datetime.fromisoformat(after[0]), str(after[1])) if after else None
-    except (TypeError, ValueError):
+        position = (datetime.fromisoformat(after[0]), after[1]) if after else None
+    except ValueError:
         raise invalid_cursor() from None
+    if position is not None and position[0].tzinfo is None:  # ours always carry the offset
+        raise invalid_cursor()
     leads = await LeadRepository(session).page(status=status, partner_id=partner_id, source=source,
                                                after=position, limit=limit)
     next_cursor = (encode_cursor([leads[-1].created_at.isoformat(), leads[-1].lead_id])
@@ -75,7 +77,7 @@ async def my_leads(partner: PartnerDep, session: SessionDep, status: StatusQuery
     return Page(items=[service.for_partner(lead) for lead in leads], next_cursor=next_cursor)
 
 
-@partner_router.get("/{lead_id}", response_model=LeadRead, responses=problem_responses(404, 409))
+@partner_router.get("/{lead_id}", response_model=LeadRead, responses=problem_responses(404))
 async def my_lead(lead_id: str, partner: PartnerDep, session: SessionDep) -> LeadRead:
     """One of the partner's leads. Until it is accepted the contact's name, email and phone are null."""
     return service.for_partner(await service.partner_lead(session, partner, lead_id))

@@ -13,6 +13,8 @@ class LeadRepository:
         self.session = session
 
     async def get(self, lead_id: str, *, lock: bool = False) -> Lead | None:
+        if "\x00" in lead_id:  # no such id can exist, and PostgreSQL refuses NUL in text
+            return None
         query = select(Lead).where(Lead.lead_id == lead_id)
         if lock:
             query = query.with_for_update()

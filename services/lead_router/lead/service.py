@@ -62,13 +62,14 @@ async def get_timeline(session: AsyncSession, lead_id: str) -> list[TimelineItem
             for e in await LeadRepository(session).timeline(lead_id)]
 
 
-async def partner_lead(session: AsyncSession, partner: Partner, lead_id: str, *, lock: bool = False) -> Lead:
-    """The partner's own lead, or 404; 409 when the partner's offer of it has ended."""
+async def partner_lead(session: AsyncSession, partner: Partner, lead_id: str, *, step: bool = False) -> Lead:
+    """The partner's own lead, or 404. For a `step` (locked: it changes the lead) 409 when the partner's
+    offer of it has ended; reading such a lead is 404 like any lead that is not the partner's."""
     repo = LeadRepository(session)
-    lead = await repo.get(lead_id, lock=lock)
+    lead = await repo.get(lead_id, lock=step)
     if lead is not None and lead.partner_id == partner.partner_id:
         return lead
-    if lead is not None:
+    if lead is not None and step:
         offer = await repo.latest_offer(lead_id, partner.partner_id)
         if offer is not None and offer.status in ("rejected", "recalled"):
             raise TransitionNotAllowed(f"This lead is no longer yours: it was {offer.status}.")
@@ -80,7 +81,7 @@ async def _open_offer(session: AsyncSession, lead: Lead) -> LeadOffer | None:
 
 
 async def accept(session: AsyncSession, partner: Partner, lead_id: str, *, settings: Settings) -> StepResult:
-    lead = await partner_lead(session, partner, lead_id, lock=True)
+    lead = await partner_lead(session, partner, lead_id, step=True)
     if lead.status == ACCEPTED:
         return StepResult(lead_id=lead.lead_id, status=ACCEPTED)
     if lead.status != OFFERED:
@@ -97,7 +98,7 @@ async def accept(session: AsyncSession, partner: Partner, lead_id: str, *, setti
 async def reject(session: AsyncSession, partner: Partner, lead_id: str, body: RejectIn, *,
                  settings: Settings) -> StepResult:
     """The lead goes back to `received` and is routed on to the next eligible partner."""
-    lead = await partner_lead(session, partner, lead_id, lock=True)
+    lead = await partner_lead(session, partner, lead_id, step=True)
     if lead.status != OFFERED:
         raise TransitionNotAllowed(f"The lead is {lead.status}; only an offered lead can be rejected.")
     now = utcnow()
@@ -131,7 +132,7 @@ def _require_in_hand(lead: Lead) -> None:
 
 async def add_activity(session: AsyncSession, partner: Partner, lead_id: str, body: ActivityIn, *,
                        settings: Settings) -> ActivityRead:
-    lead = await partner_lead(session, partner, lead_id, lock=True)
+    lead = await partner_lead(session, partner, lead_id, step=True)
     _require_in_hand(lead)
     now = utcnow()
     at = _when(body.occurred_at, lead, now)
@@ -150,7 +151,7 @@ async def add_activity(session: AsyncSession, partner: Partner, lead_id: str, bo
 async def set_disposition(session: AsyncSession, partner: Partner, lead_id: str, body: DispositionIn, *,
                           settings: Settings) -> StepResult:
     """`working` keeps the lead open; `won`, `lost` and `no_decision` close it for good."""
-    lead = await partner_lead(session, partner, lead_id, lock=True)
+    lead = await partner_lead(session, partner, lead_id, step=True)
     _require_in_hand(lead)
     if body.amount is not None and body.status != "won":
         raise ValidationFailed("amount is reported with a won lead only.", errors=[

@@ -29,7 +29,7 @@ async def put_partner(partner_id: PartnerId, body: PartnerUpsert, session: Sessi
 async def list_partners(session: SessionDep, limit: LimitQuery = 50,
                         cursor: CursorQuery = None) -> Page[PartnerRead]:
     """All partners, ordered by id."""
-    after = decode_cursor(cursor, 1)
+    after = decode_cursor(cursor, 1, kinds=(str,))
     items = await service.list_partners(session, after=after[0] if after else None, limit=limit)
     next_cursor = encode_cursor([items[-1].partner_id]) if len(items) == limit else None
     return Page(items=items, next_cursor=next_cursor)

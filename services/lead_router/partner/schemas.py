@@ -7,7 +7,16 @@ from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import holidays
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic import (
+    AnyHttpUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    UrlConstraints,
+    field_validator,
+    model_validator,
+)
 
 Tier = Literal["platinum", "gold", "silver", "registered"]
 CountryCode = Annotated[str, StringConstraints(pattern=r"^[A-Za-z]{2}$", to_upper=True)]
@@ -33,7 +42,7 @@ class Territory(BaseModel):
 class Capacity(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    max_open_leads: int | None = Field(default=None, ge=0)
+    max_open_leads: int | None = Field(default=None, ge=0, le=2**31 - 1)  # an INTEGER column
 
 
 class BusinessHours(BaseModel):
@@ -78,7 +87,7 @@ class PartnerUpsert(BaseModel):
     business_hours: BusinessHours = Field(default_factory=BusinessHours)
     holiday_country: CountryCode | None = None
     fiscal_year_start_month: int = Field(default=1, ge=1, le=12)
-    webhook_url: AnyHttpUrl | None = None
+    webhook_url: Annotated[AnyHttpUrl, UrlConstraints(max_length=2000)] | None = None
 
     @field_validator("timezone")
     @classmethod
@@ -87,6 +96,13 @@ class PartnerUpsert(BaseModel):
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"unknown IANA time zone {value!r}") from None
+        return value
+
+    @field_validator("name")
+    @classmethod
+    def _no_nul(cls, value: str) -> str:
+        if "\x00" in value:
+            raise ValueError("must not contain NUL characters")
         return value
 
     @field_validator("holiday_country")

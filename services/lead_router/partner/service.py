@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.lead_router.partner.repository import PartnerRepository
@@ -26,16 +29,7 @@ def to_read(partner: Partner, open_leads: int = 0) -> PartnerRead:
         created_at=partner.created_at, updated_at=partner.updated_at)
 
 
-async def upsert_partner(session: AsyncSession, partner_id: str, body: PartnerUpsert, *,
-                         settings: Settings) -> tuple[PartnerRead, bool]:
-    """Create or replace; returns the partner and whether it was created."""
-    repo = PartnerRepository(session)
-    partner = await repo.get(partner_id)
-    created = partner is None
-    now = utcnow()
-    if partner is None:
-        partner = Partner(partner_id=partner_id, created_at=now)
-        session.add(partner)
+def _assign(partner: Partner, body: PartnerUpsert, now: datetime) -> None:
     partner.name = body.name
     partner.tier = body.tier
     partner.active = body.active
@@ -49,6 +43,30 @@ async def upsert_partner(session: AsyncSession, partner_id: str, body: PartnerUp
     partner.fiscal_year_start_month = body.fiscal_year_start_month
     partner.webhook_url = str(body.webhook_url) if body.webhook_url else None
     partner.updated_at = now
+
+
+async def upsert_partner(session: AsyncSession, partner_id: str, body: PartnerUpsert, *,
+                         settings: Settings) -> tuple[PartnerRead, bool]:
+    """Create or replace; returns the partner and whether it was created. Of two concurrent creates of
+    the same partner one inserts and the other, finding the row once the insert failed, replaces it."""
+    repo = PartnerRepository(session)
+    partner = await repo.get(partner_id)
+    created = partner is None
+    now = utcnow()
+    if partner is None:
+        partner = Partner(partner_id=partner_id, created_at=now)
+        _assign(partner, body, now)
+        try:
+            async with session.begin_nested():
+                session.add(partner)
+                await session.flush()
+        except IntegrityError:
+            partner = await repo.get(partner_id)
+            if partner is None:
+                raise
+            created = False
+    if not created:
+        _assign(partner, body, now)
     await session.flush()
     read = to_read(partner, (await repo.open_leads([partner_id])).get(partner_id, 0))
     add_event(session, topic=settings.partners_topic, name="partner.upserted", source=ROUTER_SOURCE,
@@ -81,7 +99,7 @@ async def create_api_key(session: AsyncSession, partner_id: str) -> ApiKeyCreate
 
 
 async def revoke_api_key(session: AsyncSession, partner_id: str, key_id: str) -> None:
-    key = await session.scalar(select(PartnerApiKey).where(
+    key = None if "\x00" in key_id else await session.scalar(select(PartnerApiKey).where(  # NUL: PostgreSQL refuses
         PartnerApiKey.key_id == key_id, PartnerApiKey.partner_id == partner_id))
     if key is None:
         raise NotFound(f"No API key {key_id!r} for partner {partner_id!r}.")

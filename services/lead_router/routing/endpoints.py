@@ -23,7 +23,7 @@ class SimulateResponse(BaseModel):
     items: list[dict[str, Any]]
 
 
-@router.put("/rules", response_model=RuleSetRead)
+@router.put("/rules", response_model=RuleSetRead, responses=problem_responses(409))
 async def put_rules(body: RuleSetBody, session: SessionDep) -> RuleSetRead:
     """Replace the active rule set. Returns it with its new `version`; earlier versions are kept, and
     every routing decision records the version it used."""

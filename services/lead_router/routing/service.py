@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.lead_router.intake.schemas import LeadIn
@@ -17,6 +18,7 @@ from services.lead_router.routing.engine import Decision, LeadFacts, PartnerFact
 from services.lead_router.routing.repository import RoutingRepository
 from services.lead_router.routing.schemas import DEFAULT_RULE_SET, RuleSetBody, RuleSetRead
 from shared.config import Settings
+from shared.errors import Conflict, ValidationFailed
 from shared.models import Lead, LeadOffer, Partner, RuleSet, utcnow
 
 
@@ -45,12 +47,24 @@ async def active_rule_set(session: AsyncSession) -> RuleSetRead:
     return RuleSetRead(**row.body, version=row.version, created_at=row.created_at)
 
 
-async def put_rule_set(session: AsyncSession, body: RuleSetBody) -> RuleSetRead:
+async def put_rule_set(session: AsyncSession, body: RuleSetBody, *, attempts: int = 10) -> RuleSetRead:
+    """Store `body` as the next version. Two concurrent PUTs may both pick the same next version; the
+    loser retries in a savepoint (on PostgreSQL its next read sees the winner's committed row)."""
+    nul = [f"rules.{i}.name" for i, rule in enumerate(body.rules) if "\x00" in rule.name]
+    if nul:  # rule names key the strategy state, a text column PostgreSQL cannot store NUL in
+        raise ValidationFailed("Rule names must not contain NUL characters.", errors=[
+            {"field": field, "message": "must not contain NUL characters", "type": "value_error"} for field in nul])
     repo = RoutingRepository(session)
-    row = RuleSet(version=await repo.next_version(), body=body.model_dump(mode="json"), created_at=utcnow())
-    session.add(row)
-    await session.flush()
-    return RuleSetRead(**row.body, version=row.version, created_at=row.created_at)
+    for _ in range(attempts):
+        row = RuleSet(version=await repo.next_version(), body=body.model_dump(mode="json"), created_at=utcnow())
+        try:
+            async with session.begin_nested():
+                session.add(row)
+                await session.flush()
+        except IntegrityError:
+            continue
+        return RuleSetRead(**row.body, version=row.version, created_at=row.created_at)
+    raise Conflict("The rule set was replaced concurrently too often; try again.")
 
 
 async def _candidates(session: AsyncSession) -> list[PartnerFacts]:

@@ -1,0 +1,91 @@
+"""Every query on the monitor's clock, alert and partner-projection tables."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import and_, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from shared.models import SlaAlert, SlaClock, SlaPartner
+
+UNRESOLVED = ("open", "acknowledged")
+
+
+class SlaRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def partner(self, partner_id: str | None) -> SlaPartner | None:
+        if not partner_id:
+            return None
+        return await self.session.get(SlaPartner, partner_id)
+
+    async def open_clocks(self, lead_id: str, kinds: Sequence[str]) -> list[SlaClock]:
+        query = (select(SlaClock).where(SlaClock.lead_id == lead_id, SlaClock.kind.in_(kinds),
+                                        SlaClock.status == "open")
+                 .order_by(SlaClock.started_at).with_for_update())
+        return list((await self.session.scalars(query)).all())
+
+    async def clock(self, clock_id: str, *, lock: bool = False) -> SlaClock | None:
+        query = select(SlaClock).where(SlaClock.clock_id == clock_id)
+        if lock:
+            query = query.with_for_update()
+        return await self.session.scalar(query)
+
+    async def armed(self) -> list[tuple[datetime, str]]:
+        """(due_at, clock_id) of every clock the scheduler must watch, earliest first."""
+        rows = await self.session.execute(select(SlaClock.due_at, SlaClock.clock_id)
+                                          .where(SlaClock.armed.is_(True), SlaClock.status == "open")
+                                          .order_by(SlaClock.due_at))
+        return [(due, clock_id) for due, clock_id in rows.all()]
+
+    async def due(self, now: datetime, limit: int) -> list[str]:
+        """Armed clocks due at `now` (an index range, not a scan)."""
+        rows = await self.session.scalars(select(SlaClock.clock_id)
+                                          .where(SlaClock.armed.is_(True), SlaClock.due_at <= now,
+                                                 SlaClock.status == "open")
+                                          .order_by(SlaClock.due_at).limit(limit))
+        return list(rows.all())
+
+    async def unresolved_alerts(self, clock_id: str) -> list[SlaAlert]:
+        return list((await self.session.scalars(
+            select(SlaAlert).where(SlaAlert.clock_id == clock_id, SlaAlert.status.in_(UNRESOLVED))
+            .order_by(SlaAlert.period).with_for_update())).all())
+
+    async def alert(self, alert_id: str, *, lock: bool = False) -> SlaAlert | None:
+        if "\x00" in alert_id:
+            return None
+        query = select(SlaAlert).where(SlaAlert.alert_id == alert_id)
+        if lock:
+            query = query.with_for_update()
+        return await self.session.scalar(query)
+
+    async def alerts_page(self, *, status: str | None, partner_id: str | None, kind: str | None,
+                          lead_id: str | None, after: tuple[datetime, str] | None, limit: int) -> list[SlaAlert]:
+        """Newest breach first; the cursor is the last row's (breached_at, alert_id)."""
+        query = select(SlaAlert).order_by(SlaAlert.breached_at.desc(), SlaAlert.alert_id.desc()).limit(limit)
+        if status is not None:
+            query = query.where(SlaAlert.status == status)
+        if partner_id is not None:
+            query = query.where(SlaAlert.partner_id == partner_id)
+        if kind is not None:
+            query = query.where(SlaAlert.kind == kind)
+        if lead_id is not None:
+            query = query.where(SlaAlert.lead_id == lead_id)
+        if after is not None:
+            at, alert_id = after
+            query = query.where(or_(SlaAlert.breached_at < at,
+                                    and_(SlaAlert.breached_at == at, SlaAlert.alert_id < alert_id)))
+        return list((await self.session.scalars(query)).all())
+
+    async def open_clock_counts(self) -> dict[str, int]:
+        rows = await self.session.execute(select(SlaClock.kind, func.count()).where(SlaClock.status == "open")
+                                          .group_by(SlaClock.kind))
+        return {kind: int(n) for kind, n in rows.all()}
+
+    async def alert_counts(self) -> dict[tuple[str, str], int]:
+        rows = await self.session.execute(select(SlaAlert.kind, SlaAlert.status, func.count())
+                                          .group_by(SlaAlert.kind, SlaAlert.status))
+        return {(kind, status): int(n) for kind, status, n in rows.all()}

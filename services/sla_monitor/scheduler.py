@@ -1,0 +1,129 @@
+"""The deadline scheduler: flags each breach within a second of its due time without scanning clocks.
+
+The due times of armed clocks are kept in a heap (earliest first). At start it is filled from the
+database (every open, armed clock, so deadlines that passed while the monitor was down are flagged at
+once); afterwards every commit that opens or re-arms a clock pushes its due time (see `hub`), and wakes
+the loop. The loop sleeps until the earliest due time, a push, or `sla_scheduler_max_sleep_s` (a safety
+net), pops what is due and flags each clock in its own transaction (`tracker.breach`).
+
+Heap entries are hints, never trusted: a clock met or re-armed since it was pushed is re-read under a
+row lock and skipped when it is no longer due, so stale entries cost one primary-key read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+from collections.abc import Callable
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.sla_monitor import tracker
+from services.sla_monitor.repository import SlaRepository
+from shared.config import Settings
+from shared.models import SlaAlert, utcnow
+
+log = logging.getLogger(__name__)
+
+FLAG_BATCH = 500
+
+
+async def flag_clocks(sessions: async_sessionmaker[AsyncSession], settings: Settings, clock_ids: list[str],
+                      now: datetime, *, on_flag: Callable[[SlaAlert], None] | None = None) -> list[SlaAlert]:
+    """Flag each clock that is due at `now`, one transaction per clock; returns the new alerts."""
+    alerts = []
+    for clock_id in dict.fromkeys(clock_ids):
+        async with sessions() as session, session.begin():
+            alert = await tracker.breach(session, settings, clock_id, now)
+        if alert is not None:
+            alerts.append(alert)
+            if on_flag is not None:
+                on_flag(alert)
+    return alerts
+
+
+async def flag_due(sessions: async_sessionmaker[AsyncSession], settings: Settings, now: datetime | None = None
+                   ) -> list[SlaAlert]:
+    """Flag every clock due at `now` found in the database (an index range on (armed, due_at)). Calling
+    it again for the same `now` flags nothing new."""
+    now = now or utcnow()
+    flagged: list[SlaAlert] = []
+    while True:
+        async with sessions() as session:
+            ids = await SlaRepository(session).due(now, FLAG_BATCH)
+        new = await flag_clocks(sessions, settings, ids, now)
+        flagged += new
+        if len(ids) < FLAG_BATCH or not new:
+            return flagged
+
+
+class DeadlineScheduler:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], settings: Settings, *,
+                 on_flag: Callable[[SlaAlert], None] | None = None) -> None:
+        self.sessions = sessions
+        self.settings = settings
+        self.on_flag = on_flag
+        self.heap: list[tuple[datetime, str]] = []
+        self.wake = asyncio.Event()
+        self.loaded = False
+        self.flagged = 0
+
+    def push(self, due_at: datetime, clock_id: str) -> None:
+        heapq.heappush(self.heap, (due_at, clock_id))
+        if self.heap[0][1] == clock_id:  # a new earliest deadline: the sleeper must recompute
+            self.wake.set()
+
+    async def load(self) -> None:
+        """Fill the heap with every armed clock (the database is the truth; the heap only orders it)."""
+        async with self.sessions() as session:
+            armed = await SlaRepository(session).armed()
+        for entry in armed:
+            heapq.heappush(self.heap, entry)
+        self.loaded = True
+        self.wake.set()
+        log.info("scheduler: watching %d open clock(s)", len(armed))
+
+    def _pop_due(self, now: datetime) -> list[str]:
+        ids: list[str] = []
+        while self.heap and self.heap[0][0] <= now and len(ids) < FLAG_BATCH:
+            ids.append(heapq.heappop(self.heap)[1])
+        return ids
+
+    async def run(self) -> None:
+        backoff = 0.25
+        while not self.loaded:
+            try:
+                await self.load()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # database not there yet
+                log.warning("scheduler: loading clocks failed (%s); retrying in %.1fs", exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10)
+        while True:
+            now = utcnow()
+            ids = self._pop_due(now)
+            if ids:
+                try:
+                    alerts = await flag_clocks(self.sessions, self.settings, ids, now, on_flag=self.on_flag)
+                    self.flagged += len(alerts)
+                    backoff = 0.25
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # keep the deadlines; the database decides what is still due
+                    log.warning("scheduler: flagging failed (%s); retrying in %.1fs", exc, backoff)
+                    for clock_id in ids:
+                        heapq.heappush(self.heap, (now, clock_id))
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 10)
+                continue
+            self.wake.clear()
+            wait = self.settings.sla_scheduler_max_sleep_s
+            if self.heap:
+                wait = min(wait, max(0.0, (self.heap[0][0] - utcnow()).total_seconds()))
+            try:
+                await asyncio.wait_for(self.wake.wait(), timeout=wait)
+            except TimeoutError:
+                pass

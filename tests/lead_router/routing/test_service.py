@@ -1,0 +1,161 @@
+"""Routing with the database: rule sets, simulation, unroutable leads and capacity, through the HTTP API."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from shared.models import Lead, LeadEvent, LeadOffer, OutboxMessage, RoutingState, RuleSet
+from tests.fixtures.builders import count_rows, lead_body, make_partner, post_lead, route_waiting
+
+PROBLEM = "application/problem+json"
+Headers = dict[str, str]
+
+RULES: dict[str, Any] = {
+    "qualification": {"min_score": 50},
+    "rules": [
+        {"name": "enterprise-storage", "when": {"product": ["storage"], "min_value": 100000},
+         "route_to": {"tiers": ["platinum", "gold"]}, "strategy": "weighted"},
+        {"name": "everything-else", "when": {}, "strategy": "round_robin"}],
+    "tier_weights": {"platinum": 4, "gold": 3, "silver": 2, "registered": 1},
+}
+
+
+async def snapshot(app: FastAPI) -> tuple[int, ...]:
+    return tuple([await count_rows(app, model) for model in (Lead, LeadEvent, LeadOffer, OutboxMessage,
+                                                             RoutingState, RuleSet)])
+
+
+async def test_default_rule_set_is_version_0(client: httpx.AsyncClient, admin: Headers) -> None:
+    response = await client.get("/v1/routing/rules", headers=admin)
+    assert response.status_code == 200
+    body = response.json()
+    assert body["version"] == 0 and [r["strategy"] for r in body["rules"]] == ["round_robin"]
+
+
+async def test_put_rules_versions_and_get_returns_active(client: httpx.AsyncClient, admin: Headers) -> None:
+    first = await client.put("/v1/routing/rules", json=RULES, headers=admin)
+    assert first.status_code == 200, first.text
+    assert first.json()["version"] == 1 and first.json()["rules"][0]["name"] == "enterprise-storage"
+    assert first.json()["qualification"] == {"min_score": 50}
+    second = await client.put("/v1/routing/rules", json={"rules": [{"name": "only", "strategy": "least_loaded"}],
+                                                          "tier_weights": {"gold": 10}}, headers=admin)
+    assert second.status_code == 200 and second.json()["version"] == 2
+    active = (await client.get("/v1/routing/rules", headers=admin)).json()
+    assert active == second.json()
+    assert active["tier_weights"] == {"platinum": 4, "gold": 10, "silver": 2, "registered": 1}
+
+
+async def test_concurrent_puts_get_distinct_versions(client: httpx.AsyncClient, admin: Headers) -> None:
+    responses = await asyncio.gather(*(client.put("/v1/routing/rules", json=RULES, headers=admin) for _ in range(4)))
+    assert [r.status_code for r in responses] == [200] * 4, [r.text for r in responses]
+    assert sorted(r.json()["version"] for r in responses) == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("body", [
+    {"rules": []},
+    {},
+    {"rules": [{"name": "x", "strategy": "random"}]},
+    {"rules": [{"name": "x"}, {"name": "x"}]},
+    {"rules": [{"name": "x", "when": {"colour": ["red"]}}]},
+    {"rules": [{"name": "x", "when": {"min_value": 10, "max_value": 5}}]},
+    {"rules": [{"name": "x", "when": {"country": []}}]},
+    {"rules": [{"name": "x", "route_to": {"tiers": ["diamond"]}}]},
+    {"rules": [{"name": "x"}], "tier_weights": {"gold": 0}},
+    {"rules": [{"name": "x"}], "qualification": {"min_score": -1}},
+    {"rules": [{"name": ""}]},
+    {"rules": "all"},
+    {"rules": [{"name": "nul\x00"}]},
+    {"rules": [{"name": "x" * 201}]},
+])
+async def test_invalid_rule_set_is_422_and_keeps_the_version(client: httpx.AsyncClient, admin: Headers,
+                                                             app: FastAPI, body: dict[str, Any]) -> None:
+    assert (await client.put("/v1/routing/rules", json=RULES, headers=admin)).json()["version"] == 1
+    response = await client.put("/v1/routing/rules", json=body, headers=admin)
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"].startswith(PROBLEM) and response.json()["errors"]
+    active = (await client.get("/v1/routing/rules", headers=admin)).json()
+    assert active["version"] == 1 and active["rules"][0]["name"] == "enterprise-storage"
+    assert await count_rows(app, RuleSet) == 1
+
+
+@pytest.mark.parametrize(("method", "path"), [("GET", "/v1/routing/rules"), ("PUT", "/v1/routing/rules"),
+                                              ("POST", "/v1/routing/simulate")])
+async def test_admin_token_required(client: httpx.AsyncClient, app: FastAPI, method: str, path: str) -> None:
+    response = await client.request(method, path, json=RULES, headers={"Authorization": "Bearer nope"})
+    assert response.status_code == 401 and response.headers["content-type"].startswith(PROBLEM)
+    assert await count_rows(app, RuleSet) == 0
+
+
+async def test_simulate_decides_and_writes_nothing(client: httpx.AsyncClient, admin: Headers, app: FastAPI) -> None:
+    await make_partner(client, admin, "plat", tier="platinum")
+    await make_partner(client, admin, "gold", tier="gold")
+    await make_partner(client, admin, "silver", tier="silver")
+    await client.put("/v1/routing/rules", json=RULES, headers=admin)
+    await post_lead(client)
+    await route_waiting(app)  # some real strategy state to start from
+    before = await snapshot(app)
+
+    leads = [lead_body(external_id="big"), lead_body(external_id="small", estimated_value=10),
+             lead_body(external_id="cold", score=10), lead_body(external_id="far", company={"country": "JP"})]
+    response = await client.post("/v1/routing/simulate", json={"leads": leads}, headers=admin)
+    assert response.status_code == 200, response.text
+    items = {i["external_id"]: i for i in response.json()["items"]}
+    assert (items["big"]["outcome"], items["big"]["rule"], items["big"]["strategy"]) == (
+        "routed", "enterprise-storage", "weighted")
+    assert items["big"]["partner_id"] in ("plat", "gold") and items["big"]["rule_set_version"] == 1
+    assert {c["partner_id"]: c["eligible"] for c in items["big"]["candidates"]} == {
+        "gold": True, "plat": True, "silver": False}
+    assert items["small"]["outcome"] == "routed" and items["small"]["rule"] == "everything-else"
+    assert items["cold"]["outcome"] == "nurturing" and "below" in items["cold"]["reason"]
+    assert items["far"]["outcome"] == "unroutable"
+    assert await snapshot(app) == before
+
+    bad = await client.post("/v1/routing/simulate", json={"leads": [{"email": "x@example.com"}]}, headers=admin)
+    assert bad.status_code == 422 and {"leads.0.external_id", "leads.0.company"} <= {
+        e["field"] for e in bad.json()["errors"]}
+    assert (await client.post("/v1/routing/simulate", json={"leads": []}, headers=admin)).status_code == 422
+    assert await snapshot(app) == before
+
+
+async def test_unroutable_lead_has_the_reason_in_its_timeline(client: httpx.AsyncClient, admin: Headers,
+                                                              app: FastAPI) -> None:
+    await make_partner(client, admin, "us-only", territories=[{"country": "US"}])
+    lead_id = (await post_lead(client, company={"country": "FR", "region": None, "postal_code": "75001"})).json()[
+        "lead_id"]
+    await route_waiting(app)
+    lead = (await client.get(f"/v1/leads/{lead_id}", headers=admin)).json()
+    assert (lead["status"], lead["partner_id"]) == ("unroutable", None)
+    last = (await client.get(f"/v1/leads/{lead_id}/timeline", headers=admin)).json()["items"][-1]
+    assert last["type"] == "lead.unroutable" and "no eligible partner" in last["data"]["reason"]
+    [candidate] = last["data"]["candidates"]
+    assert candidate["partner_id"] == "us-only" and not candidate["eligible"]
+    assert any("territory" in r and "FR" in r for r in candidate["reasons"])
+    assert await count_rows(app, OutboxMessage, OutboxMessage.type == "leadrouter.lead.unroutable") == 1
+    assert await route_waiting(app) == 0  # unroutable leads are not retried on every pass
+
+
+async def test_capacity_is_respected(client: httpx.AsyncClient, admin: Headers, app: FastAPI) -> None:
+    """Weighted picks platinum (4) over registered (1) twice running, unless platinum is full."""
+    await make_partner(client, admin, "big", tier="platinum", capacity={"max_open_leads": 1})
+    await make_partner(client, admin, "small", tier="registered")
+    await client.put("/v1/routing/rules", json={"rules": [{"name": "w", "strategy": "weighted"}]}, headers=admin)
+    first = (await post_lead(client)).json()["lead_id"]
+    await route_waiting(app)
+    second = (await post_lead(client)).json()["lead_id"]
+    await route_waiting(app)
+    partner_of = {i["lead_id"]: i["partner_id"] for i in (await client.get("/v1/leads", headers=admin)).json()["items"]}
+    assert (partner_of[first], partner_of[second]) == ("big", "small")
+    routed = (await client.get(f"/v1/leads/{second}/timeline", headers=admin)).json()["items"][-1]["data"]
+    big = next(c for c in routed["candidates"] if c["partner_id"] == "big")
+    assert not big["eligible"] and any("capacity" in r for r in big["reasons"])
+    assert (await client.get("/v1/partners/big", headers=admin)).json()["open_leads"] == 1
+
+    await make_partner(client, admin, "small", tier="registered", capacity={"max_open_leads": 1})
+    third = (await post_lead(client)).json()["lead_id"]
+    await route_waiting(app)
+    assert (await client.get(f"/v1/leads/{third}", headers=admin)).json()["status"] == "unroutable"

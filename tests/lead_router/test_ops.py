@@ -1,0 +1,66 @@
+"""Operations endpoints of lead_router: probes, metrics, API docs."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import httpx
+from fastapi import FastAPI
+
+from tests.fixtures.builders import make_partner, post_lead, route_waiting
+
+
+async def test_healthz(client: httpx.AsyncClient) -> None:
+    response = await client.get("/healthz")
+    assert response.status_code == 200 and response.json() == {"status": "ok"}
+
+
+async def test_readyz_reports_each_dependency(client: httpx.AsyncClient) -> None:
+    """The test settings point Kafka at 127.0.0.1:1, where nothing listens."""
+    response = await client.get("/readyz")
+    assert response.status_code == 503
+    assert response.json()["checks"] == {"database": "ok", "kafka": "unreachable"}
+
+
+async def test_metrics_is_prometheus_text(client: httpx.AsyncClient, admin: dict[str, str], app: FastAPI) -> None:
+    await make_partner(client, admin, "acme")
+    await post_lead(client)
+    await post_lead(client)
+    await route_waiting(app)
+    await client.get("/healthz")
+    response = await client.get("/metrics")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
+    lines = response.text.splitlines()
+    assert 'leadrouter_leads{status="offered"} 2.0' in lines
+    assert 'leadrouter_leads{status="received"} 0.0' in lines
+    assert any(line.startswith("leadrouter_outbox_backlog ") for line in lines)
+    assert any(line.startswith("http_requests_total{") and 'route="/healthz"' in line for line in lines)
+    assert any('route="/v1/webhooks/{source}"' in line and 'status="202"' in line for line in lines)
+
+
+async def test_docs_and_openapi(client: httpx.AsyncClient) -> None:
+    docs = await client.get("/docs")
+    assert docs.status_code == 200 and "text/html" in docs.headers["content-type"]
+    spec = (await client.get("/openapi.json")).json()
+    paths = spec["paths"]
+    for path, method in [("/v1/webhooks/{source}", "post"), ("/v1/partners/{partner_id}", "put"),
+                         ("/v1/partners", "get"), ("/v1/partners/{partner_id}/api-keys", "post"),
+                         ("/v1/partners/{partner_id}/api-keys/{key_id}", "delete"), ("/v1/routing/rules", "put"),
+                         ("/v1/routing/simulate", "post"), ("/v1/leads", "get"),
+                         ("/v1/leads/{lead_id}/timeline", "get"),
+                         ("/v1/partner/leads", "get"), ("/v1/partner/leads/{lead_id}/accept", "post"),
+                         ("/v1/partner/leads/{lead_id}/reject", "post"),
+                         ("/v1/partner/leads/{lead_id}/activities", "post"),
+                         ("/v1/partner/leads/{lead_id}/disposition", "post")]:
+        assert method in paths.get(path, {}), path
+    webhook = paths["/v1/webhooks/{source}"]["post"]
+    assert {"200", "202", "401", "413", "422"} <= set(webhook["responses"])
+    assert "application/problem+json" in webhook["responses"]["401"]["content"]
+    assert "application/json" in webhook["requestBody"]["content"]
+    refs = set(re.findall(r'"\$ref":\s*"#/components/schemas/([^"]+)"', docs_text(spec)))
+    assert refs <= set(spec["components"]["schemas"])  # every schema the UI shows resolves
+
+
+def docs_text(spec: dict[str, object]) -> str:
+    return json.dumps(spec)
