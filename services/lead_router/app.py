@@ -24,7 +24,7 @@ from services.lead_router.lead.recall import sla_handlers
 from services.lead_router.lead.states import STATUSES
 from services.lead_router.partner.endpoints import router as partners_router
 from services.lead_router.routing.endpoints import router as routing_router
-from services.lead_router.routing.handlers import reconcile_forever, router_handlers
+from services.lead_router.routing.handlers import reconcile_forever, router_batch, router_handlers
 from shared.config import Settings, get_settings
 from shared.db import create_engine, session_factory
 from shared.errors import install_error_handlers
@@ -55,7 +55,7 @@ async def _run_kafka_parts(app: FastAPI, settings: Settings) -> None:
     if settings.run_router:
         loop = ConsumerLoop(settings, app.state.sessions, name="router", topics=[settings.leads_topic],
                             group_id=router_group(settings),
-                            handlers=router_handlers(settings))
+                            handlers=router_handlers(settings), batch=router_batch(settings))
         app.state.consumer = loop
         group.start("router-consumer", loop.run())
         recalls = ConsumerLoop(settings, app.state.sessions, name="recall", topics=[settings.sla_topic],

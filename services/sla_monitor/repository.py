@@ -34,11 +34,13 @@ class SlaRepository:
             query = query.with_for_update()
         return await self.session.scalar(query)
 
-    async def armed(self) -> list[tuple[datetime, str]]:
-        """(due_at, clock_id) of every clock the scheduler must watch, earliest first."""
-        rows = await self.session.execute(select(SlaClock.due_at, SlaClock.clock_id)
-                                          .where(SlaClock.armed.is_(True), SlaClock.status == "open")
-                                          .order_by(SlaClock.due_at))
+    async def armed(self, until: datetime | None = None) -> list[tuple[datetime, str]]:
+        """(due_at, clock_id) of every clock the scheduler must watch (due by `until`), earliest first."""
+        query = (select(SlaClock.due_at, SlaClock.clock_id)
+                 .where(SlaClock.armed.is_(True), SlaClock.status == "open").order_by(SlaClock.due_at))
+        if until is not None:
+            query = query.where(SlaClock.due_at <= until)
+        rows = await self.session.execute(query)
         return [(due, clock_id) for due, clock_id in rows.all()]
 
     async def due(self, now: datetime, limit: int) -> list[str]:

@@ -3,8 +3,10 @@
 The due times of armed clocks are kept in a heap (earliest first). At start it is filled from the
 database (every open, armed clock, so deadlines that passed while the monitor was down are flagged at
 once); afterwards every commit that opens or re-arms a clock pushes its due time (see `hub`), and wakes
-the loop. The loop sleeps until the earliest due time, a push, or `sla_scheduler_max_sleep_s` (a safety
-net), pops what is due and flags each clock in its own transaction (`tracker.breach`).
+the loop. The loop sleeps until the earliest due time or a push, pops what is due and flags each clock in
+its own transaction (`tracker.breach`). Every `sla_scheduler_max_sleep_s` it also reads the armed clocks
+due within the next such interval (an index range on (armed, due_at)): a safety net for deadlines this
+process did not push itself, e.g. a clock re-armed by another monitor instance.
 
 Heap entries are hints, never trusted: a clock met or re-armed since it was pushed is re-read under a
 row lock and skipped when it is no longer due, so stale entries cost one primary-key read.
@@ -15,8 +17,9 @@ from __future__ import annotations
 import asyncio
 import heapq
 import logging
+import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -69,6 +72,7 @@ class DeadlineScheduler:
         self.wake = asyncio.Event()
         self.loaded = False
         self.flagged = 0
+        self.next_resync = time.monotonic() + settings.sla_scheduler_max_sleep_s
 
     def push(self, due_at: datetime, clock_id: str) -> None:
         heapq.heappush(self.heap, (due_at, clock_id))
@@ -120,10 +124,26 @@ class DeadlineScheduler:
                     backoff = min(backoff * 2, 10)
                 continue
             self.wake.clear()
-            wait = self.settings.sla_scheduler_max_sleep_s
+            max_sleep = self.settings.sla_scheduler_max_sleep_s
+            if time.monotonic() >= self.next_resync:
+                try:
+                    await self.resync(utcnow() + timedelta(seconds=max_sleep))
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - only the safety net; try again next round
+                    log.warning("scheduler: resync failed (%s)", exc)
+                self.next_resync = time.monotonic() + max_sleep
+                continue
+            wait = max(0.0, min(max_sleep, self.next_resync - time.monotonic()))
             if self.heap:
                 wait = min(wait, max(0.0, (self.heap[0][0] - utcnow()).total_seconds()))
             try:
                 await asyncio.wait_for(self.wake.wait(), timeout=wait)
             except TimeoutError:
                 pass
+
+    async def resync(self, until: datetime) -> None:
+        """Add the armed clocks due by `until` to the heap (duplicates are harmless: entries are hints)."""
+        async with self.sessions() as session:
+            for entry in await SlaRepository(session).armed(until):
+                heapq.heappush(self.heap, entry)

@@ -2,10 +2,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.models import LeadOffer, RoutingState, RuleSet
+from shared.models import LeadOffer, RoutingState, RuleSet, utcnow
+
+ROUTING_LOCK_KEY = 746_215_002
 
 
 class RoutingRepository:
@@ -18,21 +21,25 @@ class RoutingRepository:
     async def next_version(self) -> int:
         return int(await self.session.scalar(select(func.coalesce(func.max(RuleSet.version), 0))) or 0) + 1
 
-    async def states(self, *, lock: bool) -> dict[str, RoutingState]:
-        query = select(RoutingState)
-        if lock:
-            query = query.with_for_update()
-        return {row.rule: row for row in (await self.session.scalars(query)).all()}
+    async def lock_routing(self) -> None:
+        """Serialize routing decisions across instances (SQLite's write lock already does)."""
+        if self.session.bind.dialect.name == "postgresql":
+            await self.session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": ROUTING_LOCK_KEY})
 
-    async def save_state(self, rows: dict[str, RoutingState], rule: str, state: dict[str, Any]) -> None:
-        row = rows.get(rule)
-        if row is None:
-            self.session.add(RoutingState(rule=rule, state=state))
-        else:
-            row.state = state
+    async def states(self) -> dict[str, dict[str, Any]]:
+        return {row.rule: dict(row.state) for row in (await self.session.scalars(select(RoutingState))).all()}
 
-    async def excluded_partners(self, lead_id: str) -> set[str]:
-        """Partners that rejected this lead or had it recalled: never offered it again."""
-        rows = await self.session.scalars(select(LeadOffer.partner_id).where(
-            LeadOffer.lead_id == lead_id, LeadOffer.status.in_(("rejected", "recalled"))))
-        return set(rows.all())
+    async def save_state(self, rule: str, state: dict[str, Any]) -> None:
+        insert = postgresql.insert if self.session.bind.dialect.name == "postgresql" else sqlite.insert
+        stmt = insert(RoutingState).values(rule=rule, state=state, updated_at=utcnow())
+        await self.session.execute(stmt.on_conflict_do_update(
+            index_elements=["rule"], set_={"state": stmt.excluded.state, "updated_at": stmt.excluded.updated_at}))
+
+    async def excluded_partners(self, lead_ids: list[str]) -> dict[str, set[str]]:
+        """Per lead, the partners that rejected it or had it recalled: never offered it again."""
+        rows = await self.session.execute(select(LeadOffer.lead_id, LeadOffer.partner_id).where(
+            LeadOffer.lead_id.in_(lead_ids), LeadOffer.status.in_(("rejected", "recalled"))))
+        out: dict[str, set[str]] = {}
+        for lead_id, partner_id in rows.all():
+            out.setdefault(lead_id, set()).add(partner_id)
+        return out

@@ -75,16 +75,52 @@ async def _candidates(session: AsyncSession) -> list[PartnerFacts]:
 
 
 async def route_lead(session: AsyncSession, lead_id: str, *, settings: Settings) -> Decision | None:
-    """Route a lead that is waiting (received, or nurturing and re-scored); None when it is not waiting."""
-    lead = await session.scalar(select(Lead).where(Lead.lead_id == lead_id).with_for_update())
-    if lead is None or lead.status not in ROUTABLE:
-        return None
+    """Route one waiting lead; None when it is not waiting (already routed, accepted, ...)."""
+    decisions = await route_leads(session, [lead_id], settings=settings)
+    return decisions[0] if decisions else None
+
+
+async def route_leads(session: AsyncSession, lead_ids: Sequence[str], *, settings: Settings) -> list[Decision]:
+    """Route the waiting leads among `lead_ids`, in order, in the caller's transaction.
+
+    Routing is serialized (an advisory lock on PostgreSQL; SQLite's write lock), so capacity counts and
+    strategy state are consistent across router instances. Partners, counts, rules and state are read once
+    per batch and carried from one decision to the next, so a batch costs a handful of statements."""
     repo = RoutingRepository(session)
+    await repo.lock_routing()
+    wanted = list(dict.fromkeys(lead_ids))
+    rows = (await session.scalars(select(Lead).where(Lead.lead_id.in_(wanted), Lead.status.in_(ROUTABLE))
+                                  .order_by(Lead.lead_id).with_for_update())).all()
+    by_id = {lead.lead_id: lead for lead in rows}
+    leads = [by_id[i] for i in wanted if i in by_id]
+    if not leads:
+        return []
     rule_set = await active_rule_set(session)
-    states = await repo.states(lock=True)
-    decision = decide(lead_facts(lead), await _candidates(session), rule_set, version=rule_set.version,
-                      state={rule: row.state for rule, row in states.items()},
-                      excluded=await repo.excluded_partners(lead_id))
+    state = await repo.states()
+    partner_repo = PartnerRepository(session)
+    partners = await partner_repo.all()
+    counts = await partner_repo.open_leads()
+    excluded = await repo.excluded_partners([lead.lead_id for lead in leads])
+    changed: set[str] = set()
+    decisions = []
+    for lead in leads:
+        candidates = [partner_facts(p, counts.get(p.partner_id, 0)) for p in partners]
+        decision = decide(lead_facts(lead), candidates, rule_set, version=rule_set.version, state=state,
+                          excluded=excluded.get(lead.lead_id, set()))
+        _apply(session, settings, lead, decision)
+        if decision.partner_id is not None:
+            counts[decision.partner_id] = counts.get(decision.partner_id, 0) + 1
+        if decision.state is not None and decision.rule is not None:
+            state[decision.rule] = decision.state
+            changed.add(decision.rule)
+        decisions.append(decision)
+    for rule in changed:
+        await repo.save_state(rule, state[rule])
+    await session.flush()
+    return decisions
+
+
+def _apply(session: AsyncSession, settings: Settings, lead: Lead, decision: Decision) -> None:
     now = utcnow()
     lead.updated_at = now
     explanation = decision.explanation()
@@ -97,12 +133,9 @@ async def route_lead(session: AsyncSession, lead_id: str, *, settings: Settings)
     else:
         assert decision.partner_id is not None
         lead.status, lead.partner_id, lead.routed_at = OFFERED, decision.partner_id, now
-        session.add(LeadOffer(lead_id=lead_id, partner_id=decision.partner_id, status="offered", offered_at=now))
+        session.add(LeadOffer(lead_id=lead.lead_id, partner_id=decision.partner_id, status="offered",
+                              offered_at=now))
         timeline.record(session, settings, lead, "lead.routed", data=explanation, at=now)
-    if decision.state is not None and decision.rule is not None:
-        await repo.save_state(states, decision.rule, decision.state)
-    await session.flush()
-    return decision
 
 
 async def simulate(session: AsyncSession, leads: Sequence[LeadIn]) -> list[dict[str, Any]]:
@@ -111,7 +144,7 @@ async def simulate(session: AsyncSession, leads: Sequence[LeadIn]) -> list[dict[
     Strategy state is carried from one simulated lead to the next, as it would be for real traffic."""
     rule_set = await active_rule_set(session)
     partners = await _candidates(session)
-    state = {rule: dict(row.state) for rule, row in (await RoutingRepository(session).states(lock=False)).items()}
+    state = await RoutingRepository(session).states()
     out = []
     for i, body in enumerate(leads):
         facts = LeadFacts(lead_id=f"simulated-{i}", source="simulation", country=body.company.country,
