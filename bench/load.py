@@ -1,4 +1,5 @@
-"""Load generator, run as its own process (aiohttp: httpx was the bottleneck): posts leads over HTTP and writes what it measured as JSON.
+"""Load generator, run as its own process (aiohttp: httpx was the bottleneck): posts leads over HTTP
+and writes what it measured as JSON.
 
 `python -m bench.load URL COUNT CONCURRENCY RATE OUT` — RATE 0 means as fast as the server answers
 (closed loop); otherwise requests are started on a fixed schedule (open loop)."""
@@ -10,13 +11,15 @@ import json
 import sys
 import time
 import uuid
+from pathlib import Path
+from typing import Any
 
 import aiohttp
 
 from tests.fixtures.builders import lead_body
 
 
-async def main(url: str, count: int, concurrency: int, rate: float, out: str) -> None:
+async def main(url: str, count: int, concurrency: int, rate: float) -> dict[str, Any]:
     run = uuid.uuid4().hex[:8]
     bodies = [json.dumps(lead_body(external_id=f"bench-{run}-{i}")).encode() for i in range(count)]
     sent: dict[str, float] = {}
@@ -52,13 +55,12 @@ async def main(url: str, count: int, concurrency: int, rate: float, out: str) ->
         await asyncio.gather(*tasks)
         elapsed = time.perf_counter() - began
     latencies.sort()
-    with open(out, "w") as fh:
-        json.dump({"count": count, "errors": errors, "elapsed_s": elapsed, "rate": count / elapsed,
-                   "http_p50_ms": 1000 * latencies[len(latencies) // 2] if latencies else None,
-                   "http_p99_ms": 1000 * latencies[int(len(latencies) * 0.99)] if latencies else None,
-                   "sent": sent}, fh)
+    return {"count": count, "errors": errors, "elapsed_s": elapsed, "rate": count / elapsed,
+            "http_p50_ms": 1000 * latencies[len(latencies) // 2] if latencies else None,
+            "http_p99_ms": 1000 * latencies[int(len(latencies) * 0.99)] if latencies else None,
+            "sent": sent}
 
 
 if __name__ == "__main__":
     url, count, concurrency, rate, out = sys.argv[1:6]
-    asyncio.run(main(url, int(count), int(concurrency), float(rate), out))
+    Path(out).write_text(json.dumps(asyncio.run(main(url, int(count), int(concurrency), float(rate)))))
