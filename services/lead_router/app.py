@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry, Gauge
 from sqlalchemy import func, select
 
 from services.lead_router.intake.endpoints import router as intake_router
+from services.lead_router.intake.writer import IngestWriter
 from services.lead_router.lead.endpoints import admin_router as leads_router
 from services.lead_router.lead.endpoints import partner_router
 from services.lead_router.lead.recall import sla_handlers
@@ -90,6 +91,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.engine = engine
         app.state.sessions = session_factory(engine)
         app.state.tasks = TaskGroup()
+        app.state.ingest_writer = IngestWriter(app.state.sessions, settings)
+        app.state.tasks.start("ingest-writer", app.state.ingest_writer.run())
         app.state.producer = app.state.relay = app.state.consumer = None
         if settings.run_relay or settings.run_router:
             app.state.tasks.start("kafka-start", _run_kafka_parts(app, settings))

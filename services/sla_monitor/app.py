@@ -12,12 +12,13 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from aiokafka.errors import KafkaError
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from services.sla_monitor.alert.endpoints import router as alerts_router
 from services.sla_monitor.alert.schemas import ALERT_KINDS, ALERT_STATUSES, to_json
-from services.sla_monitor.consumer import monitor_consumer
+from services.sla_monitor.consumer import monitor_consumer, monitor_group
 from services.sla_monitor.hub import Hub, monitor_sessions
 from services.sla_monitor.policy.endpoints import router as policies_router
 from services.sla_monitor.repository import SlaRepository
@@ -26,7 +27,7 @@ from services.sla_monitor.tracker import KINDS
 from shared.config import Settings, get_settings
 from shared.db import create_engine
 from shared.errors import install_error_handlers
-from shared.kafka import ensure_topics, make_producer
+from shared.kafka import GroupLag, ensure_topics, make_producer
 from shared.models import SlaAlert
 from shared.observability import RequestMetrics, install_probes
 from shared.outbox import OutboxRelay, backlog
@@ -56,7 +57,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     registry = CollectorRegistry()
     open_clocks = Gauge("sla_open_clocks", "Open SLA clocks by kind", ["kind"], registry=registry)
     alerts = Gauge("sla_alerts", "SLA alerts by kind and status", ["kind", "status"], registry=registry)
-    consumer_lag = Gauge("sla_consumer_lag", "SLA monitor consumer lag (records)", registry=registry)
+    consumer_lag = Gauge("sla_consumer_lag", "Leads and partners records the monitor group has not committed",
+                         registry=registry)
     outbox_backlog = Gauge("sla_outbox_backlog", "Outbox rows not yet published", registry=registry)
     heap_size = Gauge("sla_scheduler_pending", "Deadlines in the scheduler's heap", registry=registry)
     breaches = Counter("sla_breaches_flagged", "Breaches flagged by this process", ["kind"], registry=registry)
@@ -81,11 +83,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             hub.on_due = scheduler.push
             app.state.scheduler = scheduler
             app.state.tasks.start("sla-scheduler", scheduler.run())
+        app.state.lags = []
         if settings.sla_run_kafka:
             app.state.tasks.start("kafka-start", _run_kafka_parts(app, settings))
+            app.state.lags = [GroupLag(settings, monitor_group(settings), topic)
+                              for topic in (settings.leads_topic, settings.partners_topic)]
         try:
             yield
         finally:
+            for lag in app.state.lags:
+                await lag.close()
             await app.state.tasks.stop()
             hub.on_due = None
             if app.state.producer is not None:
@@ -103,7 +110,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         for kind in ALERT_KINDS:
             for status in ALERT_STATUSES:
                 alerts.labels(kind, status).set(counts.get((kind, status), 0))
-        consumer_lag.set(app.state.consumer.lag if app.state.consumer else 0)
+        try:
+            consumer_lag.set(sum([await lag.measure() for lag in app.state.lags]))
+        except (KafkaError, OSError, TimeoutError):
+            consumer_lag.set(float("nan"))  # broker unreachable: unknown, not zero
         heap_size.set(len(app.state.scheduler.heap) if app.state.scheduler else 0)
 
     app = FastAPI(title="Leadrouter: sla_monitor", version="1.0.0", lifespan=lifespan,

@@ -11,6 +11,12 @@ from shared.kafka import ConsumerLoop
 CONSUMER_NAME = "sla-monitor"
 
 
+def monitor_group(settings: Settings) -> str:
+    return f"{settings.topic_prefix}.{CONSUMER_NAME}"
+
+
 def monitor_consumer(settings: Settings, sessions: async_sessionmaker[AsyncSession]) -> ConsumerLoop:
+    """Handlers run per partition batch in one transaction (see `shared.kafka.handle_batch`): they query
+    with autoflush, so a lead's `lead.routed` and `lead.accepted` in the same batch see each other."""
     return ConsumerLoop(settings, sessions, name=CONSUMER_NAME, topics=[settings.leads_topic, settings.partners_topic],
-                        group_id=f"{settings.topic_prefix}.{CONSUMER_NAME}", handlers=monitor_handlers(settings))
+                        group_id=monitor_group(settings), handlers=monitor_handlers(settings))

@@ -9,8 +9,10 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 
+from services.sla_monitor.handlers import monitor_handlers
 from services.sla_monitor.scheduler import flag_due
-from shared.events import CloudEvent
+from shared.events import CloudEvent, new_event
+from shared.kafka import handle_batch
 from shared.models import OutboxMessage, SlaClock
 from tests.fixtures.builders import rows
 from tests.sla_monitor.conftest import Feed, t
@@ -256,3 +258,26 @@ async def test_metrics_report_clocks_and_alerts(monitor_app: FastAPI, monitor: h
     assert 'sla_alerts{kind="accept_overdue",status="open"} 1.0' in text
     assert "sla_scheduler_lateness_seconds_bucket" in text and "sla_consumer_lag" in text
     assert (await monitor.get("/healthz")).json() == {"status": "ok"}
+
+
+async def test_a_consumer_batch_of_one_leads_events_in_one_transaction(monitor_app: FastAPI,
+                                                                        monitor: httpx.AsyncClient,
+                                                                        admin: dict[str, str]) -> None:
+    """The consumer handles a partition's batch in one transaction; redelivered ids are skipped."""
+    await put_policy(monitor, admin)
+    data = {"lead_id": LEAD, "partner_id": "acme", "source": "generic"}
+    events = [new_event("lead.routed", source="/lead-router", subject=LEAD, data=data | {"status": "offered"},
+                        at=t(17, 10)),
+              new_event("lead.accepted", source="/lead-router", subject=LEAD, data=data | {"status": "accepted"},
+                        at=t(17, 10, 5)),
+              new_event("lead.activity", source="/lead-router", subject=LEAD,
+                        data=data | {"status": "accepted", "type": "first_touch", "first_touch": True},
+                        at=t(17, 10, 9))]
+    handlers = monitor_handlers(monitor_app.state.settings)
+    sessions = monitor_app.state.sessions
+    assert await handle_batch(sessions, "sla-monitor", events, handlers) == 3
+    assert await handle_batch(sessions, "sla-monitor", events, handlers) == 0
+    state = await clocks(monitor_app)
+    assert [c.status for c in state["accept"]] == ["met"]
+    assert [c.status for c in state["first_touch"]] == ["met"]
+    assert [c.status for c in state["report_back"]] == ["met", "open"]

@@ -9,6 +9,8 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 
+from services.sla_monitor import tracker
+from services.sla_monitor.repository import SlaRepository
 from services.sla_monitor.scheduler import flag_due
 from tests.sla_monitor.conftest import Feed, t
 
@@ -59,7 +61,6 @@ async def test_stream_sends_new_and_changed_alerts(monitor_app: FastAPI, monitor
     assert [(e["id"], e["alert_id"], e["kind"], e["status"]) for e in events] == [
         (alert.alert_id, alert.alert_id, "accept_overdue", "open"),
         (alert.alert_id, alert.alert_id, "accept_overdue", "acknowledged")]
-    assert ": keep-alive" in text or len(events) == 2
 
 
 async def test_stream_keeps_alive_and_needs_the_admin_token(monitor_app: FastAPI, monitor: httpx.AsyncClient,
@@ -77,12 +78,10 @@ async def test_stream_keeps_alive_and_needs_the_admin_token(monitor_app: FastAPI
 
 async def test_nothing_is_streamed_for_a_rolled_back_change(monitor_app: FastAPI, monitor: httpx.AsyncClient,
                                                             admin: dict[str, str], feed: Feed) -> None:
-    from services.sla_monitor import tracker
-
     await feed("lead.routed", LEAD, t(17, 10), partner_id="acme")
     reader = asyncio.create_task(read_stream(monitor, admin, max_events=1))
     await until_subscribed(monitor_app)
-    [clock_id] = [c for c in await _armed(monitor_app)]
+    [clock_id] = await _armed(monitor_app)
     async with monitor_app.state.sessions() as session:
         await session.begin()
         assert await tracker.breach(session, monitor_app.state.settings, clock_id, t(17, 15)) is not None
@@ -96,7 +95,5 @@ async def test_nothing_is_streamed_for_a_rolled_back_change(monitor_app: FastAPI
 
 
 async def _armed(app: FastAPI) -> list[str]:
-    from services.sla_monitor.repository import SlaRepository
-
     async with app.state.sessions() as session:
         return [clock_id for _, clock_id in await SlaRepository(session).armed()]

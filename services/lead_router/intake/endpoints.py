@@ -7,8 +7,7 @@ from fastapi import APIRouter, Path, Request, Response
 from pydantic import ValidationError
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from services.lead_router.deps import SessionDep, SettingsDep
-from services.lead_router.intake import service
+from services.lead_router.deps import SettingsDep
 from services.lead_router.intake.schemas import IntakeAccepted, LeadIn
 from shared.errors import AppError, PayloadTooLarge, Unauthorized, ValidationFailed, field_errors, problem_responses
 
@@ -51,7 +50,7 @@ def _verify(secret: str, body: bytes, request: Request) -> None:
                         **problem_responses(400, 401, 413, 422)},
              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
                  "schema": LeadIn.model_json_schema(ref_template="#/components/schemas/{model}")}}}})
-async def receive_lead(source: Source, request: Request, response: Response, session: SessionDep,
+async def receive_lead(source: Source, request: Request, response: Response,
                        settings: SettingsDep) -> IntakeAccepted:
     """Receive one lead from marketing automation.
 
@@ -77,6 +76,6 @@ async def receive_lead(source: Source, request: Request, response: Response, ses
     if webhook_id is not None and len(webhook_id) > WEBHOOK_ID_MAX:
         raise ValidationFailed("The webhook-id header is too long.", errors=[
             {"field": "webhook-id", "message": f"at most {WEBHOOK_ID_MAX} characters", "type": "string_too_long"}])
-    result = await service.ingest(session, source=source, body=lead_in, webhook_id=webhook_id, settings=settings)
+    result = await request.app.state.ingest_writer.submit(source, lead_in, webhook_id)
     response.status_code = 200 if result.duplicate else 202
     return result

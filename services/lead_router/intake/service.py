@@ -96,3 +96,46 @@ _INSERT_IGNORE = {(pg, model): (postgresql.insert if pg else sqlite.insert)(mode
 async def _by_external_id(session: AsyncSession, source: str, external_id: str) -> Lead | None:
     return await session.scalar(select(Lead).where(Lead.source == source, Lead.external_id == external_id)
                                 .with_for_update())
+
+
+async def ingest_many(session: AsyncSession, items: list[tuple[str, LeadIn, str | None]], *,
+                      settings: Settings) -> list[IntakeAccepted]:
+    """`ingest` for a batch in one transaction: new leads go in with one multi-row INSERT .. ON CONFLICT
+    DO NOTHING and their events with one INSERT per table; repeats take the single-lead path."""
+    now = utcnow()
+    leads = []
+    for source, body, _ in items:
+        lead = Lead(lead_id=str(uuid.uuid4()), source=source, external_id=body.external_id, status=RECEIVED,
+                    created_at=now, updated_at=now)
+        _apply(lead, body)
+        leads.append(lead)
+    seen = await _known_webhooks(session, [(src, wid) for src, _, wid in items if wid])
+    fresh = []
+    for lead, (src, _, wid) in zip(leads, items, strict=True):
+        if wid and (src, wid) in seen:
+            continue  # a redelivery (maybe of an earlier item in this batch): the single-lead path answers it
+        if wid:
+            seen.add((src, wid))
+        fresh.append(lead)
+    inserted: set[str] = set()
+    if fresh:
+        rows = [{c.key: getattr(lead, c.key) for c in Lead.__table__.columns} for lead in fresh]
+        stmt = _INSERT_IGNORE[(session.bind.dialect.name == "postgresql", Lead)].returning(Lead.lead_id)
+        inserted = set((await session.scalars(stmt, rows)).all())
+    results = []
+    for lead, (source, body, webhook_id) in zip(leads, items, strict=True):
+        if lead.lead_id in inserted:
+            timeline.record(session, settings, lead, "lead.received", data=received_data(lead), at=now)
+            await _remember(session, source, webhook_id, lead.lead_id)
+            results.append(IntakeAccepted(lead_id=lead.lead_id, status=RECEIVED, duplicate=False))
+        else:
+            results.append(await ingest(session, source=source, body=body, webhook_id=webhook_id, settings=settings))
+    return results
+
+
+async def _known_webhooks(session: AsyncSession, keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
+    if not keys:
+        return set()
+    rows = await session.execute(select(WebhookReceipt.source, WebhookReceipt.webhook_id).where(
+        WebhookReceipt.webhook_id.in_([wid for _, wid in keys])))
+    return {(src, wid) for src, wid in rows.all()} & set(keys)

@@ -270,3 +270,25 @@ async def test_duplicate_of_a_routed_lead_changes_nothing(client: httpx.AsyncCli
     assert again.json() == {"lead_id": lead_id, "status": "offered", "duplicate": True}
     assert await stored(app) == before
     assert (await client.get(f"/v1/leads/{lead_id}", headers=admin)).json()["score"] == 30
+
+
+async def test_concurrent_webhooks_are_group_committed_without_losing_or_doubling(
+        client: httpx.AsyncClient, app: FastAPI) -> None:
+    """Many webhooks at once share transactions (group commit): every new lead is stored once, every
+    repeat (same external_id or same webhook-id, even within one batch) answers with the first lead."""
+    bodies = [lead_body(external_id=f"burst-{i}") for i in range(30)]
+    repeats = [lead_body(external_id="burst-0") for _ in range(5)]
+    same_hook = [lead_body(external_id=f"hooked-{i}") for i in range(3)]
+    responses = await asyncio.gather(
+        *(client.post("/v1/webhooks/generic", json=b) for b in bodies + repeats),
+        *(client.post("/v1/webhooks/generic", json=b, headers={"webhook-id": "msg_burst"}) for b in same_hook))
+    by_external: dict[str, set[str]] = {}
+    for body, response in zip(bodies + repeats + same_hook, responses, strict=True):
+        assert response.status_code in (200, 202), response.text
+        by_external.setdefault(body["external_id"], set()).add(response.json()["lead_id"])
+    assert all(len(ids) == 1 for ids in by_external.values())
+    hooked = {r.json()["lead_id"] for r in responses[-3:]}
+    assert len(hooked) == 1
+    assert sum(r.status_code == 202 for r in responses) == 31
+    assert await count_rows(app, Lead) == 31
+    assert await count_rows(app, OutboxMessage) == 31
