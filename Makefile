@@ -24,6 +24,7 @@ migrate: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/mypy shared services
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)

@@ -20,6 +20,7 @@ from sqlalchemy import event as sa_event
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
+from shared.db import is_postgres
 from shared.events import CloudEvent, encode, new_event
 from shared.models import OutboxMessage, utcnow
 
@@ -94,7 +95,7 @@ class OutboxRelay:
 
     async def publish_batch(self) -> int:
         async with self.sessions() as session:
-            if session.bind.dialect.name == "postgresql":
+            if is_postgres(session):
                 locked = await session.scalar(text("SELECT pg_try_advisory_xact_lock(:k)"),
                                               {"k": RELAY_LOCK_KEY})
                 if not locked:

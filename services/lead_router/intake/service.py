@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import CursorResult, Table, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -13,6 +13,7 @@ from services.lead_router.intake.schemas import IntakeAccepted, LeadIn
 from services.lead_router.lead import timeline
 from services.lead_router.lead.states import NURTURING, RECEIVED
 from shared.config import Settings
+from shared.db import is_postgres
 from shared.models import Base, Lead, WebhookReceipt, utcnow
 
 CONTACT_FIELDS = ("email", "first_name", "last_name", "phone", "title")
@@ -84,13 +85,14 @@ async def _insert_new(session: AsyncSession, lead: Lead) -> bool:
 async def _insert_ignore(session: AsyncSession, model: type[Base], values: dict[str, Any]) -> bool:
     """INSERT .. ON CONFLICT DO NOTHING (PostgreSQL and SQLite): one statement, no savepoint, no
     IntegrityError to recover from. True when the row was inserted."""
-    stmt = _INSERT_IGNORE[(session.bind.dialect.name == "postgresql", model)]
-    return bool((await session.execute(stmt, values)).rowcount)
+    result = await session.execute(_INSERT_IGNORE[(is_postgres(session), model)], values)
+    return bool(cast(CursorResult[Any], result).rowcount)
 
 
 # Built once: executing a prepared Core statement with parameters skips per-call SQL construction.
-_INSERT_IGNORE = {(pg, model): (postgresql.insert if pg else sqlite.insert)(model.__table__).on_conflict_do_nothing()
-                  for pg in (True, False) for model in (Lead, WebhookReceipt)}
+_INSERT_IGNORE: dict[tuple[bool, type[Base]], Any] = {
+    (pg, model): (postgresql.insert if pg else sqlite.insert)(cast(Table, model.__table__)).on_conflict_do_nothing()
+    for pg in (True, False) for model in (Lead, WebhookReceipt)}
 
 
 async def _by_external_id(session: AsyncSession, source: str, external_id: str) -> Lead | None:
@@ -120,7 +122,7 @@ async def ingest_many(session: AsyncSession, items: list[tuple[str, LeadIn, str 
     inserted: set[str] = set()
     if fresh:
         rows = [{c.key: getattr(lead, c.key) for c in Lead.__table__.columns} for lead in fresh]
-        stmt = _INSERT_IGNORE[(session.bind.dialect.name == "postgresql", Lead)].returning(Lead.lead_id)
+        stmt = _INSERT_IGNORE[(is_postgres(session), Lead)].returning(Lead.lead_id)
         inserted = set((await session.scalars(stmt, rows)).all())
     results = []
     for lead, (source, body, webhook_id) in zip(leads, items, strict=True):

@@ -3,9 +3,9 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import func, select, text
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from shared.db import dialect_insert, is_postgres
 from shared.models import LeadOffer, RoutingState, RuleSet, utcnow
 
 ROUTING_LOCK_KEY = 746_215_002
@@ -23,15 +23,14 @@ class RoutingRepository:
 
     async def lock_routing(self) -> None:
         """Serialize routing decisions across instances (SQLite's write lock already does)."""
-        if self.session.bind.dialect.name == "postgresql":
+        if is_postgres(self.session):
             await self.session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": ROUTING_LOCK_KEY})
 
     async def states(self) -> dict[str, dict[str, Any]]:
         return {row.rule: dict(row.state) for row in (await self.session.scalars(select(RoutingState))).all()}
 
     async def save_state(self, rule: str, state: dict[str, Any]) -> None:
-        insert = postgresql.insert if self.session.bind.dialect.name == "postgresql" else sqlite.insert
-        stmt = insert(RoutingState).values(rule=rule, state=state, updated_at=utcnow())
+        stmt = dialect_insert(self.session)(RoutingState).values(rule=rule, state=state, updated_at=utcnow())
         await self.session.execute(stmt.on_conflict_do_update(
             index_elements=["rule"], set_={"state": stmt.excluded.state, "updated_at": stmt.excluded.updated_at}))
 
