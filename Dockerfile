@@ -2,12 +2,9 @@
 # `python -m services.sla_monitor` and `leadrouter migrate` (see docker-compose.yml).
 FROM python:3.11-slim
 
-# The source tree in /app comes first on the path: `leadrouter migrate` finds alembic.ini and
-# migrations/ next to the code, which the installed wheel does not carry.
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PYTHONPATH=/app
+    PIP_DISABLE_PIP_VERSION_CHECK=1
 
 RUN groupadd --system leadrouter \
     && useradd --system --gid leadrouter --home-dir /app --shell /usr/sbin/nologin leadrouter
