@@ -1,0 +1,17 @@
+"""Running a service process: logging and uvicorn, the same for both services."""
+
+from __future__ import annotations
+
+import logging
+
+import uvicorn
+from fastapi import FastAPI
+
+from shared.config import Settings
+
+
+def serve(app: FastAPI, settings: Settings, port: int) -> None:
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # aiokafka narrates every group join and partition assignment at INFO; keep its warnings only.
+    logging.getLogger("aiokafka").setLevel(max(logging.WARNING, logging.getLogger().level))
+    uvicorn.run(app, host=settings.host, port=port, log_level=settings.log_level, access_log=False)
