@@ -169,7 +169,9 @@ async def bench() -> dict[str, Any]:
 
 def main() -> None:
     only_sla = os.environ.get("BENCH_ONLY_SLA") == "1"
-    results = {} if only_sla else asyncio.run(bench())
+    out = Path("var/bench.json")
+    # Only the SLA section: the other figures of the last run are kept.
+    results = (json.loads(out.read_text()) if out.exists() else {}) if only_sla else asyncio.run(bench())
     if not only_sla:
         print("\nLeadrouter benchmark (lead_router on PostgreSQL + bundled broker, load from a separate process)")
         for key, value in results.items():
@@ -184,8 +186,8 @@ def main() -> None:
                     print(f"    {name:<30} {figure}")
             else:
                 print(f"  {key:<32} {value}")
-    Path("var").mkdir(exist_ok=True)
-    Path("var/bench.json").write_text(json.dumps(results, indent=2))
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":

@@ -9,19 +9,12 @@ import pytest
 from fastapi import FastAPI
 
 from shared.models import SlaPolicy
-from tests.fixtures.builders import count_rows
+from tests.fixtures.builders import assert_problem, count_rows
 
-PROBLEM = "application/problem+json"
 POLICY = {"accept_within": "PT2H", "first_touch_within": "P1D", "report_back_every": "P1W", "clock": "calendar",
           "on_accept_breach": "recall"}
 
 
-def problem(response: httpx.Response, status: int) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith(PROBLEM)
-    body: dict[str, Any] = response.json()
-    assert body["status"] == status and body["type"] and body["title"] and body["detail"]
-    return body
 
 
 async def test_default_falls_back_to_the_builtin_until_stored(monitor: httpx.AsyncClient) -> None:
@@ -30,7 +23,7 @@ async def test_default_falls_back_to_the_builtin_until_stored(monitor: httpx.Asy
     assert got.json() | {"updated_at": None} == {
         "name": "default", "accept_within": "PT4H", "first_touch_within": "PT24H", "report_back_every": "P7D",
         "clock": "business_hours", "on_accept_breach": "alert", "builtin": True, "updated_at": None}
-    problem(await monitor.get("/v1/sla/policies/acme"), 404)
+    assert_problem(await monitor.get("/v1/sla/policies/acme"), 404)
 
 
 async def test_put_creates_then_replaces(monitor: httpx.AsyncClient, admin: dict[str, str]) -> None:
@@ -47,8 +40,9 @@ async def test_put_creates_then_replaces(monitor: httpx.AsyncClient, admin: dict
 
 
 async def test_put_needs_the_admin_token(monitor: httpx.AsyncClient, monitor_app: FastAPI) -> None:
-    problem(await monitor.put("/v1/sla/policies/default", json=POLICY), 401)
-    problem(await monitor.put("/v1/sla/policies/default", json=POLICY, headers={"Authorization": "Bearer nope"}), 401)
+    assert_problem(await monitor.put("/v1/sla/policies/default", json=POLICY), 401)
+    wrong = {"Authorization": "Bearer nope"}
+    assert_problem(await monitor.put("/v1/sla/policies/default", json=POLICY, headers=wrong), 401)
     assert await count_rows(monitor_app, SlaPolicy) == 0
 
 
@@ -66,11 +60,11 @@ async def test_put_needs_the_admin_token(monitor: httpx.AsyncClient, monitor_app
 async def test_invalid_policies_are_422_and_nothing_is_stored(monitor: httpx.AsyncClient, monitor_app: FastAPI,
                                                              admin: dict[str, str], change: dict[str, Any],
                                                              field: str) -> None:
-    body = problem(await monitor.put("/v1/sla/policies/default", json=POLICY | change, headers=admin), 422)
+    body = assert_problem(await monitor.put("/v1/sla/policies/default", json=POLICY | change, headers=admin), 422)
     assert field in [e["field"] for e in body["errors"]], body
     assert await count_rows(monitor_app, SlaPolicy) == 0
 
 
 async def test_bad_names(monitor: httpx.AsyncClient, admin: dict[str, str]) -> None:
-    problem(await monitor.put("/v1/sla/policies/" + "x" * 65, json=POLICY, headers=admin), 422)
-    problem(await monitor.get("/v1/sla/policies/-bad"), 422)
+    assert_problem(await monitor.put("/v1/sla/policies/" + "x" * 65, json=POLICY, headers=admin), 422)
+    assert_problem(await monitor.get("/v1/sla/policies/-bad"), 422)

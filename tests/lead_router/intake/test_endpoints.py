@@ -16,9 +16,7 @@ from fastapi import FastAPI
 from standardwebhooks.webhooks import Webhook
 
 from shared.models import Lead, LeadEvent, OutboxMessage, WebhookReceipt
-from tests.fixtures.builders import count_rows, lead_body, make_partner, post_lead, route_waiting, rows
-
-PROBLEM = "application/problem+json"
+from tests.fixtures.builders import assert_problem, count_rows, lead_body, make_partner, post_lead, route_waiting, rows
 
 
 def new_secret() -> str:
@@ -37,12 +35,6 @@ async def stored(app: FastAPI) -> tuple[int, int, int]:
     return (await count_rows(app, Lead), await count_rows(app, OutboxMessage), await count_rows(app, LeadEvent))
 
 
-def assert_problem(response: httpx.Response, status: int) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith(PROBLEM)
-    body: dict[str, Any] = response.json()
-    assert body["status"] == status and body["type"] and body["title"] and body["detail"]
-    return body
 
 
 async def test_receive_stores_lead_event_and_timeline(client: httpx.AsyncClient, app: FastAPI) -> None:

@@ -12,18 +12,11 @@ import orjson
 import pytest
 from fastapi import FastAPI
 
-from tests.fixtures.builders import make_partner, partner_auth, post_lead, route_waiting
+from tests.fixtures.builders import assert_problem, make_partner, partner_auth, post_lead, route_waiting
 
-PROBLEM = "application/problem+json"
 Headers = dict[str, str]
 
 
-def assert_problem(response: httpx.Response, status: int) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith(PROBLEM)
-    body: dict[str, Any] = response.json()
-    assert body["status"] == status and body["type"] and body["title"] and body["detail"]
-    return body
 
 
 def cursor_of(values: Any) -> str:

@@ -11,18 +11,19 @@ import pytest
 from fastapi import FastAPI
 
 from shared.models import Lead, LeadEvent, LeadOffer, OutboxMessage
-from tests.fixtures.builders import count_rows, make_partner, partner_auth, post_lead, route_waiting, rows
+from tests.fixtures.builders import (
+    assert_problem,
+    count_rows,
+    make_partner,
+    partner_auth,
+    post_lead,
+    route_waiting,
+    rows,
+)
 
-PROBLEM = "application/problem+json"
 Headers = dict[str, str]
 
 
-def assert_problem(response: httpx.Response, status: int) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith(PROBLEM)
-    body: dict[str, Any] = response.json()
-    assert body["status"] == status and body["type"] and body["title"] and body["detail"]
-    return body
 
 
 async def stored(app: FastAPI) -> tuple[int, int, int]:

@@ -11,17 +11,7 @@ import pytest
 from fastapi import FastAPI
 
 from shared.models import OutboxMessage, Partner, PartnerApiKey
-from tests.fixtures.builders import count_rows, make_partner, partner_auth, partner_body, rows
-
-PROBLEM = "application/problem+json"
-
-
-def assert_problem(response: httpx.Response, status: int) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith(PROBLEM)
-    body: dict[str, Any] = response.json()
-    assert body["status"] == status and body["type"] and body["title"] and body["detail"]
-    return body
+from tests.fixtures.builders import assert_problem, count_rows, make_partner, partner_auth, partner_body, rows
 
 
 async def stored(app: FastAPI) -> tuple[int, int]:
