@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, func, select, text, update
@@ -20,9 +20,12 @@ from sqlalchemy import event as sa_event
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
+from shared.config import Settings
 from shared.db import is_postgres
 from shared.events import CloudEvent, encode, new_event
+from shared.kafka import make_producer
 from shared.models import OutboxMessage, utcnow
+from shared.tasks import TaskGroup, retry_forever
 
 log = logging.getLogger(__name__)
 
@@ -130,3 +133,23 @@ class OutboxRelay:
             result = await session.execute(delete(OutboxMessage).where(
                 OutboxMessage.sent_at.is_not(None), OutboxMessage.sent_at < older_than))
             return int(getattr(result, "rowcount", 0) or 0)
+
+
+async def start_relay(state: Any, settings: Settings, group: TaskGroup, name: str) -> OutboxRelay:
+    """Start a producer (retrying until the broker answers) and this process's relay, plus the hourly
+    purge of published rows past their retention; sets `state.producer` and `state.relay`."""
+    producer = make_producer(settings)
+    await retry_forever("starting the producer", producer.start)
+    state.producer = producer
+    relay = OutboxRelay(state.sessions, producer, batch_size=settings.relay_batch_size,
+                        poll_interval_s=settings.relay_poll_interval_s)
+    state.relay = relay
+    group.start(name, relay.run())
+    group.start(f"{name}-purge", _purge_forever(relay))
+    return relay
+
+
+async def _purge_forever(relay: OutboxRelay, retention: timedelta = timedelta(days=7)) -> None:
+    while True:
+        await asyncio.sleep(3600)
+        await relay.purge_sent(utcnow() - retention)

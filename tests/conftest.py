@@ -8,7 +8,8 @@ from fastapi import FastAPI
 
 from services.lead_router.app import create_app
 from shared.config import Settings
-from tests.fixtures.databases import drop_pg_database, migrated_pg, migrated_sqlite, truncate_all
+from tests.fixtures.apps import asgi_client, serving
+from tests.fixtures.databases import drop_pg_database, migrated_pg, migrated_sqlite
 
 ADMIN_TOKEN = "test-admin-token"
 
@@ -40,18 +41,13 @@ def settings(db_url: str) -> Settings:
 
 @pytest.fixture
 async def app(settings: Settings) -> AsyncIterator[FastAPI]:
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        try:
-            yield app
-        finally:
-            await truncate_all(app.state.engine)
+    async with serving(create_app(settings)) as app:
+        yield app
 
 
 @pytest.fixture
 async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://lead-router") as client:
+    async with asgi_client(app, "http://lead-router") as client:
         yield client
 
 

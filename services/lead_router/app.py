@@ -6,11 +6,9 @@ instances can be split by role; routing scales out through the consumer group.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import timedelta
 
 from aiokafka.errors import KafkaError
 from fastapi import FastAPI
@@ -29,10 +27,10 @@ from services.lead_router.routing.handlers import reconcile_forever, router_batc
 from shared.config import Settings, get_settings
 from shared.db import create_engine, session_factory
 from shared.errors import install_error_handlers
-from shared.kafka import ConsumerLoop, GroupLag, ensure_topics, make_producer
-from shared.models import Lead, utcnow
+from shared.kafka import ConsumerLoop, GroupLag, ensure_topics
+from shared.models import Lead
 from shared.observability import RequestMetrics, install_probes
-from shared.outbox import OutboxRelay, backlog
+from shared.outbox import backlog, start_relay
 from shared.tasks import TaskGroup, retry_forever
 
 log = logging.getLogger("lead_router")
@@ -45,14 +43,7 @@ async def _run_kafka_parts(app: FastAPI, settings: Settings) -> None:
     await retry_forever("creating topics", lambda: ensure_topics(settings))
     group: TaskGroup = app.state.tasks
     if settings.run_relay:
-        producer = make_producer(settings)
-        await retry_forever("starting the producer", producer.start)
-        app.state.producer = producer
-        relay = OutboxRelay(app.state.sessions, producer, batch_size=settings.relay_batch_size,
-                            poll_interval_s=settings.relay_poll_interval_s)
-        app.state.relay = relay
-        group.start("outbox-relay", relay.run())
-        group.start("outbox-purge", _purge_forever(relay))
+        await start_relay(app.state, settings, group, "outbox-relay")
     if settings.run_router:
         loop = ConsumerLoop(settings, app.state.sessions, name="router", topics=[settings.leads_topic],
                             group_id=router_group(settings),
@@ -67,12 +58,6 @@ async def _run_kafka_parts(app: FastAPI, settings: Settings) -> None:
 
 def router_group(settings: Settings) -> str:
     return f"{settings.topic_prefix}.{ROUTER_GROUP}"
-
-
-async def _purge_forever(relay: OutboxRelay) -> None:
-    while True:
-        await asyncio.sleep(3600)
-        await relay.purge_sent(utcnow() - timedelta(days=7))
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

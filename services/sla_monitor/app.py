@@ -27,10 +27,10 @@ from services.sla_monitor.tracker import KINDS
 from shared.config import Settings, get_settings
 from shared.db import create_engine
 from shared.errors import install_error_handlers
-from shared.kafka import GroupLag, ensure_topics, make_producer
+from shared.kafka import GroupLag, ensure_topics
 from shared.models import SlaAlert
 from shared.observability import RequestMetrics, install_probes
-from shared.outbox import OutboxRelay, backlog
+from shared.outbox import backlog, start_relay
 from shared.tasks import TaskGroup, retry_forever
 
 log = logging.getLogger("sla_monitor")
@@ -40,13 +40,7 @@ async def _run_kafka_parts(app: FastAPI, settings: Settings) -> None:
     """Reach the broker (it may still be starting), then run the relay and the consumer."""
     await retry_forever("creating topics", lambda: ensure_topics(settings))
     group: TaskGroup = app.state.tasks
-    producer = make_producer(settings)
-    await retry_forever("starting the producer", producer.start)
-    app.state.producer = producer
-    relay = OutboxRelay(app.state.sessions, producer, batch_size=settings.relay_batch_size,
-                        poll_interval_s=settings.relay_poll_interval_s)
-    app.state.relay = relay
-    group.start("sla-outbox-relay", relay.run())
+    await start_relay(app.state, settings, group, "sla-outbox-relay")
     consumer = monitor_consumer(settings, app.state.sessions)
     app.state.consumer = consumer
     group.start("sla-consumer", consumer.run())

@@ -13,7 +13,7 @@ from services.sla_monitor.handlers import monitor_handlers
 from shared.config import Settings
 from shared.events import CloudEvent, new_event
 from tests.conftest import ADMIN_TOKEN
-from tests.fixtures.databases import truncate_all
+from tests.fixtures.apps import asgi_client, serving
 
 
 @pytest.fixture
@@ -25,18 +25,13 @@ def monitor_settings(db_url: str) -> Settings:
 
 @pytest.fixture
 async def monitor_app(monitor_settings: Settings) -> AsyncIterator[FastAPI]:
-    app = create_app(monitor_settings)
-    async with app.router.lifespan_context(app):
-        try:
-            yield app
-        finally:
-            await truncate_all(app.state.engine)
+    async with serving(create_app(monitor_settings)) as app:
+        yield app
 
 
 @pytest.fixture
 async def monitor(monitor_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=monitor_app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://sla-monitor") as client:
+    async with asgi_client(monitor_app, "http://sla-monitor") as client:
         yield client
 
 
