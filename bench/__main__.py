@@ -78,6 +78,8 @@ class RoutedWatcher:
         self.consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None,
                                          auto_offset_reset="earliest", fetch_max_wait_ms=5)
         self.seen: dict[str, float] = {}
+        self.received: dict[str, float] = {}
+        self.decided: dict[str, float] = {}
 
     async def run(self) -> None:
         await self.consumer.start()
@@ -90,6 +92,9 @@ class RoutedWatcher:
                         event = CloudEvent.parse(record.value)
                         if event.name == "lead.routed" and event.subject:
                             self.seen.setdefault(event.subject, now)
+                            self.decided.setdefault(event.subject, event.time.timestamp())
+                        elif event.name == "lead.received" and event.subject:
+                            self.received.setdefault(event.subject, now)
         finally:
             await self.consumer.stop()
 
@@ -134,6 +139,13 @@ async def bench() -> dict[str, Any]:
                 latency = await run_load(router.url, int(rate * LATENCY_SECONDS), CONCURRENCY * 4, rate)
                 await watcher.wait_for(list(latency["sent"]), 120)
                 lat = [1000 * (watcher.seen[i] - t) for i, t in latency["sent"].items() if i in watcher.seen]
+                ids = [i for i in latency["sent"] if i in watcher.seen and i in watcher.received]
+                stages = {  # where the time goes, p50 per stage
+                    "stage_webhook_to_received_on_topic_ms": [watcher.received[i] - latency["sent"][i] for i in ids],
+                    "stage_received_to_routing_decision_ms": [watcher.decided[i] - watcher.received[i] for i in ids],
+                    "stage_decision_to_routed_on_topic_ms": [watcher.seen[i] - watcher.decided[i] for i in ids],
+                }
+                results.update({k: round(1000 * statistics.median(v), 2) for k, v in stages.items() if v})
                 results.update({
                     "ingest_leads_per_s": round(throughput["rate"], 1),
                     "ingest_errors": throughput["errors"],

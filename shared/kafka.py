@@ -1,6 +1,6 @@
 """Kafka plumbing: topic creation, the producer, and the consume-process-commit loop.
 
-`ConsumerLoop` owns the aiokafka consumer. The records a fetch returns for one partition are handled
+`ConsumerLoop` owns the aiokafka consumer. The records a fetch returns (all its partitions) are handled
 in one database transaction, together with a `processed_events` row per CloudEvent id, so a redelivered
 event is skipped; the offset is committed only after that transaction commits. When a handler fails the
 batch is rolled back and its events are retried one at a time (each in its own transaction, with
@@ -173,23 +173,22 @@ class ConsumerLoop:
 
     async def _consume(self, consumer: AIOKafkaConsumer) -> None:
         while True:
-            batches = await consumer.getmany(timeout_ms=500, max_records=200)
-            for tp, records in batches.items():
-                await self._process_partition(consumer, tp, records)
-
-    async def _process_partition(self, consumer: AIOKafkaConsumer, tp: TopicPartition,
-                                 records: list[Any]) -> None:
-        events = [e for e in map(self._parse, records) if e is not None and e.name in self.handlers]
-        try:
-            self.handled += await handle_batch(self.sessions, self.name, events, self.handlers, self.batch)
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # one bad event must not hold up the others: go one at a time
-            log.warning("%s: batch of %d from %s failed; retrying one by one", self.name, len(events), tp,
-                        exc_info=True)
-            for event in events:
-                await self._process_with_retry(event)
-        await consumer.commit({tp: records[-1].offset + 1})
+            batches = await consumer.getmany(timeout_ms=500, max_records=500)
+            if not batches:
+                continue
+            # Partition order is kept by reading each partition's records in order; across partitions
+            # order does not matter, so the whole fetch is handled in one transaction and one commit.
+            events = [e for records in batches.values() for e in map(self._parse, records)
+                      if e is not None and e.name in self.handlers]
+            try:
+                self.handled += await handle_batch(self.sessions, self.name, events, self.handlers, self.batch)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # one bad event must not hold up the others: go one at a time
+                log.warning("%s: batch of %d failed; retrying one by one", self.name, len(events), exc_info=True)
+                for event in events:
+                    await self._process_with_retry(event)
+            await consumer.commit({tp: records[-1].offset + 1 for tp, records in batches.items()})
 
     async def _process_with_retry(self, event: CloudEvent) -> None:
         attempt = 0

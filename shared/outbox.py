@@ -30,6 +30,7 @@ from shared.tasks import TaskGroup, retry_forever
 log = logging.getLogger(__name__)
 
 RELAY_LOCK_KEY = 746_215_001
+LOCK_BUSY = -1
 
 _wake: asyncio.Event | None = None
 
@@ -90,6 +91,9 @@ class OutboxRelay:
                 continue
             if sent >= self.batch_size:
                 continue
+            if sent == LOCK_BUSY:  # another relay is publishing; our rows may be behind its batch
+                await asyncio.sleep(0.005)
+                continue
             wake.clear()
             try:
                 await asyncio.wait_for(wake.wait(), timeout=self.poll_interval_s)
@@ -103,7 +107,7 @@ class OutboxRelay:
                                               {"k": RELAY_LOCK_KEY})
                 if not locked:
                     await session.rollback()
-                    return 0
+                    return LOCK_BUSY
             rows = (await session.scalars(
                 select(OutboxMessage).where(OutboxMessage.sent_at.is_(None))
                 .order_by(OutboxMessage.id).limit(self.batch_size))).all()
