@@ -7,8 +7,8 @@ from fastapi import APIRouter, Path, Request, Response
 from pydantic import ValidationError
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from services.lead_router.deps import SettingsDep
 from services.lead_router.intake.schemas import IntakeAccepted, LeadIn
+from shared.config import Settings
 from shared.errors import AppError, PayloadTooLarge, Unauthorized, ValidationFailed, field_errors, problem_responses
 
 router = APIRouter(tags=["intake"])
@@ -50,8 +50,7 @@ def _verify(secret: str, body: bytes, request: Request) -> None:
                         **problem_responses(400, 401, 413, 422)},
              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
                  "schema": LeadIn.model_json_schema(ref_template="#/components/schemas/{model}")}}}})
-async def receive_lead(source: Source, request: Request, response: Response,
-                       settings: SettingsDep) -> IntakeAccepted:
+async def receive_lead(source: Source, request: Request) -> Response:
     """Receive one lead from marketing automation.
 
     202 once the lead and its `lead.received` event are durably stored; routing follows asynchronously.
@@ -59,6 +58,7 @@ async def receive_lead(source: Source, request: Request, response: Response,
     `"duplicate": true`. When `LEADROUTER_WEBHOOK_SECRET_<SOURCE>` is set, a valid Standard Webhooks
     signature is required (five minutes of tolerance).
     """
+    settings: Settings = request.app.state.settings  # the hot path: no dependency to solve
     body = await _read_body(request, settings.max_body_bytes)
     secret = settings.webhook_secret(source)
     if secret:
@@ -76,6 +76,6 @@ async def receive_lead(source: Source, request: Request, response: Response,
     if webhook_id is not None and len(webhook_id) > WEBHOOK_ID_MAX:
         raise ValidationFailed("The webhook-id header is too long.", errors=[
             {"field": "webhook-id", "message": f"at most {WEBHOOK_ID_MAX} characters", "type": "string_too_long"}])
-    result = await request.app.state.ingest_writer.submit(source, lead_in, webhook_id)
-    response.status_code = 200 if result.duplicate else 202
-    return result
+    result: IntakeAccepted = await request.app.state.ingest_writer.submit(source, lead_in, webhook_id)
+    return Response(orjson.dumps(result.model_dump()), status_code=200 if result.duplicate else 202,
+                    media_type="application/json")
