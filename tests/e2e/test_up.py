@@ -1,0 +1,63 @@
+"""`leadrouter up` (what `make run` calls) as a newcomer uses it: start, read the banner, post the printed
+lead, see it routed, Ctrl-C, and nothing left running."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from shared.broker import free_port, port_open
+
+
+def test_up_prints_a_working_curl_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
+    ports = {name: free_port() for name in ("ROUTER", "MONITOR", "WORKER", "EMBEDDED_KAFKA")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEADROUTER_")}
+    env.update({f"LEADROUTER_{name}_PORT": str(port) for name, port in ports.items()})
+    proc = subprocess.Popen([sys.executable, "-m", "shared.cli", "up"], cwd=tmp_path, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    assert proc.stdout is not None
+    banner: list[str] = []
+    deadline = time.monotonic() + 90
+    try:
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            assert line, "leadrouter up exited early:\n" + "".join(banner)
+            banner.append(line)
+            if "Ctrl-C stops everything" in line:
+                break
+        text = "".join(banner)
+        token = re.search(r"admin token\s+(\S+)", text)
+        payload = re.search(r"-d '(\{.*\})'", text)
+        assert token and payload, text
+        router = f"http://127.0.0.1:{ports['ROUTER']}"
+        assert f"{router}/v1/webhooks/generic" in text
+        assert (tmp_path / "var" / "leadrouter.db").exists()
+        admin = {"Authorization": f"Bearer {token.group(1)}"}
+
+        created = httpx.post(f"{router}/v1/webhooks/generic", content=payload.group(1),
+                             headers={"Content-Type": "application/json"}, timeout=10)
+        assert created.status_code == 202, created.text
+        lead_id = created.json()["lead_id"]
+        status = None
+        for _ in range(100):
+            status = httpx.get(f"{router}/v1/leads/{lead_id}", headers=admin, timeout=10).json()["status"]
+            if status == "offered":
+                break
+            time.sleep(0.1)
+        assert status == "offered"
+        keys = dict(line.split() for line in (tmp_path / "var" / "demo-partner-keys.txt").read_text().splitlines())
+        assert set(keys) == {"acme", "bluepeak", "northwind", "rheinwerk"}
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in the terminal does: the whole process group
+        code = proc.wait(30)
+    assert code == 0
+    for port in ports.values():
+        assert not port_open(port), f"port {port} still open after Ctrl-C"
