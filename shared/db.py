@@ -7,7 +7,6 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import event, text
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 
@@ -55,11 +54,6 @@ async def unit_of_work(sessions: async_sessionmaker[AsyncSession]) -> AsyncItera
 
 def is_postgres(session: AsyncSession) -> bool:
     return session.get_bind().dialect.name == "postgresql"
-
-
-def dialect_insert(session: AsyncSession) -> Any:
-    """`insert` with ON CONFLICT support for the session's database (PostgreSQL or SQLite)."""
-    return postgresql.insert if is_postgres(session) else sqlite.insert
 
 
 async def ping(engine: AsyncEngine) -> None:

@@ -39,12 +39,18 @@ async def reconcile_once(sessions: async_sessionmaker[AsyncSession], settings: S
                          grace_s: float) -> int:
     """Route every lead still waiting in `received` for longer than `grace_s`: after a broker restart
     (the bundled one keeps nothing) or a lost event, no lead stays stuck."""
-    async with sessions() as session:
-        lead_ids = await service.waiting_leads(session, older_than=service.grace_cutoff(grace_s))
+    cutoff = service.grace_cutoff(grace_s)
     routed = 0
-    for start in range(0, len(lead_ids), 100):
+    while True:  # page by page: a routed lead leaves `received`, so each page is new
+        async with sessions() as session:
+            lead_ids = await service.waiting_leads(session, older_than=cutoff, limit=100)
+        if not lead_ids:
+            break
         async with sessions() as session, session.begin():
-            routed += len(await service.route_leads(session, lead_ids[start:start + 100], settings=settings))
+            decisions = await service.route_leads(session, lead_ids, settings=settings)
+        if not decisions:  # another instance took them meanwhile; it will finish the rest
+            break
+        routed += len(decisions)
     if routed:
         log.info("reconciler: routed %d waiting lead(s)", routed)
     return routed

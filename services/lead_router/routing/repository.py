@@ -3,9 +3,10 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import func, select, text
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.db import dialect_insert, is_postgres
+from shared.db import is_postgres
 from shared.models import LeadOffer, RoutingState, RuleSet, utcnow
 
 ROUTING_LOCK_KEY = 746_215_002
@@ -30,9 +31,8 @@ class RoutingRepository:
         return {row.rule: dict(row.state) for row in (await self.session.scalars(select(RoutingState))).all()}
 
     async def save_state(self, rule: str, state: dict[str, Any]) -> None:
-        stmt = dialect_insert(self.session)(RoutingState).values(rule=rule, state=state, updated_at=utcnow())
-        await self.session.execute(stmt.on_conflict_do_update(
-            index_elements=["rule"], set_={"state": stmt.excluded.state, "updated_at": stmt.excluded.updated_at}))
+        stmt = _UPSERT_STATE[is_postgres(self.session)]
+        await self.session.execute(stmt, {"rule": rule, "state": state, "updated_at": utcnow()})
 
     async def excluded_partners(self, lead_ids: list[str]) -> dict[str, set[str]]:
         """Per lead, the partners that rejected it or had it recalled: never offered it again."""
@@ -42,3 +42,13 @@ class RoutingRepository:
         for lead_id, partner_id in rows.all():
             out.setdefault(lead_id, set()).add(partner_id)
         return out
+
+
+def _upsert_state(insert: Any) -> Any:
+    stmt = insert(RoutingState.__table__)
+    return stmt.on_conflict_do_update(index_elements=["rule"], set_={"state": stmt.excluded.state,
+                                                                    "updated_at": stmt.excluded.updated_at})
+
+
+# Built once (statement construction costs more than the round trip); keyed by "is PostgreSQL".
+_UPSERT_STATE = {True: _upsert_state(postgresql.insert), False: _upsert_state(sqlite.insert)}

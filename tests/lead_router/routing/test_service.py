@@ -159,3 +159,16 @@ async def test_capacity_is_respected(client: httpx.AsyncClient, admin: Headers, 
     third = (await post_lead(client)).json()["lead_id"]
     await route_waiting(app)
     assert (await client.get(f"/v1/leads/{third}", headers=admin)).json()["status"] == "unroutable"
+
+
+async def test_reconciler_routes_every_waiting_lead_not_just_one_page(
+        client: httpx.AsyncClient, admin: dict[str, str], app: FastAPI) -> None:
+    """After a broker restart every waiting lead is routed in one pass, however many there are."""
+    await make_partner(client, admin, "alpha", capacity={"max_open_leads": None})
+    await make_partner(client, admin, "bravo", capacity={"max_open_leads": None})
+    await asyncio.gather(*(post_lead(client) for _ in range(230)))
+    assert await route_waiting(app) == 230
+    offered = (await client.get("/v1/leads", params={"status": "offered", "limit": 500}, headers=admin)).json()
+    assert len(offered["items"]) == 230
+    assert {lead["partner_id"] for lead in offered["items"]} == {"alpha", "bravo"}
+    assert (await client.get("/v1/leads", params={"status": "received"}, headers=admin)).json()["items"] == []
