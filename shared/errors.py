@@ -7,6 +7,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 PROBLEM_JSON = "application/problem+json"
@@ -91,6 +93,15 @@ def install_error_handlers(app: FastAPI) -> None:
         errors = field_errors(list(exc.errors()))
         return problem(422, "Validation failed", "The request is not valid; see errors.",
                        slug="validation-failed", errors=errors)
+
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(InterfaceError)
+    @app.exception_handler(PoolTimeout)
+    @app.exception_handler(ConnectionRefusedError)
+    async def _database_down(_: Request, exc: Exception) -> JSONResponse:
+        # The database is unreachable or overloaded: nothing was stored; the sender should retry.
+        return problem(503, "Service unavailable", "The database is unavailable; nothing was stored. Retry later.",
+                       slug="database-unavailable", headers={"Retry-After": "5"})
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:

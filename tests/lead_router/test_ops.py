@@ -8,7 +8,10 @@ import re
 import httpx
 from fastapi import FastAPI
 
-from tests.fixtures.builders import make_partner, post_lead, route_waiting
+from services.lead_router.app import create_app
+from shared.config import Settings
+from tests.fixtures.apps import asgi_client
+from tests.fixtures.builders import assert_problem, make_partner, post_lead, route_waiting
 
 
 async def test_healthz(client: httpx.AsyncClient) -> None:
@@ -64,3 +67,15 @@ async def test_docs_and_openapi(client: httpx.AsyncClient) -> None:
 
 def docs_text(spec: dict[str, object]) -> str:
     return json.dumps(spec)
+
+
+async def test_database_down_is_a_503_problem_not_a_500() -> None:
+    """With the database unreachable, a webhook is refused with a retryable problem; nothing half-done."""
+    settings = Settings(database_url="postgresql+asyncpg://postgres@127.0.0.1:1/none", admin_token="t",
+                        run_relay=False, run_router=False, kafka_bootstrap="127.0.0.1:1")
+    app = create_app(settings)
+    async with app.router.lifespan_context(app), asgi_client(app, "http://lead-router") as client:
+        for response in (await post_lead(client), await client.get("/v1/leads", headers={"Authorization": "Bearer t"})):
+            body = assert_problem(response, 503)
+            assert response.headers["retry-after"] == "5"
+            assert "database" in body["detail"]
