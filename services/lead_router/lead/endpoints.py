@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
@@ -20,29 +19,20 @@ from services.lead_router.lead.schemas import (
 from services.lead_router.lead.states import STATUSES
 from shared.errors import problem_responses
 from shared.models import Lead
-from shared.pagination import CursorQuery, LimitQuery, Page, decode_cursor, encode_cursor, invalid_cursor
+from shared.pagination import CursorQuery, IdQuery, LimitQuery, Page, decode_time_cursor, time_cursor
 
 admin_router = APIRouter(prefix="/v1/leads", tags=["leads (admin)"], dependencies=[AdminDep],
                          responses=problem_responses(401, 422))
 partner_router = APIRouter(prefix="/v1/partner/leads", tags=["partner"], responses=problem_responses(401, 422))
 
 StatusQuery = Annotated[str | None, Query(pattern="^(" + "|".join(STATUSES) + ")$")]
-IdQuery = Annotated[str | None, Query(min_length=1, max_length=64, pattern=r"^[^\x00]+$")]
 
 
 async def _page(session: SessionDep, *, status: str | None, partner_id: str | None, source: str | None,
                 limit: int, cursor: str | None) -> tuple[list[Lead], str | None]:
-    after = decode_cursor(cursor, 2, kinds=(str, str))
-    try:
-        position = (datetime.fromisoformat(after[0]), after[1]) if after else None
-    except ValueError:
-        raise invalid_cursor() from None
-    if position is not None and position[0].tzinfo is None:  # ours always carry the offset
-        raise invalid_cursor()
     leads = await LeadRepository(session).page(status=status, partner_id=partner_id, source=source,
-                                               after=position, limit=limit)
-    next_cursor = (encode_cursor([leads[-1].created_at.isoformat(), leads[-1].lead_id])
-                   if len(leads) == limit else None)
+                                               after=decode_time_cursor(cursor), limit=limit)
+    next_cursor = time_cursor(leads[-1].created_at, leads[-1].lead_id) if len(leads) == limit else None
     return leads, next_cursor
 
 

@@ -2,10 +2,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.models import Lead, LeadEvent, LeadOffer
+from shared.pagination import newest_first
 
 
 class LeadRepository:
@@ -23,16 +24,13 @@ class LeadRepository:
     async def page(self, *, status: str | None, partner_id: str | None, source: str | None,
                    after: tuple[datetime, str] | None, limit: int) -> list[Lead]:
         """Newest first; the cursor is the last row's (created_at, lead_id)."""
-        query = select(Lead).order_by(Lead.created_at.desc(), Lead.lead_id.desc()).limit(limit)
+        query = newest_first(select(Lead), Lead.created_at, Lead.lead_id, after, limit)
         if status is not None:
             query = query.where(Lead.status == status)
         if partner_id is not None:
             query = query.where(Lead.partner_id == partner_id)
         if source is not None:
             query = query.where(Lead.source == source)
-        if after is not None:
-            at, lead_id = after
-            query = query.where(or_(Lead.created_at < at, and_(Lead.created_at == at, Lead.lead_id < lead_id)))
         return list((await self.session.scalars(query)).all())
 
     async def timeline(self, lead_id: str) -> list[LeadEvent]:

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from datetime import datetime
 from typing import Annotated
 
 import orjson
@@ -14,14 +13,13 @@ from services.sla_monitor.alert.schemas import ALERT_KINDS, ALERT_STATUSES, AckI
 from services.sla_monitor.deps import AdminDep, SessionDep
 from services.sla_monitor.hub import Hub
 from shared.errors import problem_responses
-from shared.pagination import CursorQuery, LimitQuery, Page, decode_cursor, encode_cursor, invalid_cursor
+from shared.pagination import CursorQuery, IdQuery, LimitQuery, Page, decode_time_cursor, time_cursor
 
 router = APIRouter(prefix="/v1/alerts", tags=["SLA alerts (admin)"], dependencies=[AdminDep],
                    responses=problem_responses(401, 422))
 
 StatusQuery = Annotated[str | None, Query(pattern="^(" + "|".join(ALERT_STATUSES) + ")$")]
 KindQuery = Annotated[str | None, Query(pattern="^(" + "|".join(ALERT_KINDS) + ")$")]
-IdQuery = Annotated[str | None, Query(min_length=1, max_length=64)]
 
 
 @router.get("", response_model=Page[AlertRead])
@@ -29,17 +27,9 @@ async def list_alerts(session: SessionDep, status: StatusQuery = None, partner_i
                       kind: KindQuery = None, lead_id: IdQuery = None, limit: LimitQuery = 50,
                       cursor: CursorQuery = None) -> Page[AlertRead]:
     """SLA breach alerts, newest breach first, filtered by status, partner, kind or lead."""
-    after = decode_cursor(cursor, 2, kinds=(str, str))
-    try:
-        position = (datetime.fromisoformat(after[0]), after[1]) if after else None
-    except ValueError:
-        raise invalid_cursor() from None
-    if position is not None and position[0].tzinfo is None:
-        raise invalid_cursor()
     items = await service.list_alerts(session, status=status, partner_id=partner_id, kind=kind, lead_id=lead_id,
-                                      after=position, limit=limit)
-    next_cursor = (encode_cursor([items[-1].breached_at.isoformat(), items[-1].alert_id])
-                   if len(items) == limit else None)
+                                      after=decode_time_cursor(cursor), limit=limit)
+    next_cursor = time_cursor(items[-1].breached_at, items[-1].alert_id) if len(items) == limit else None
     return Page(items=items, next_cursor=next_cursor)
 
 
