@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import ColumnElement, and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.models import SlaAlert, SlaClock, SlaPartner
 
 UNRESOLVED = ("open", "acknowledged")
+
+
+def _due(now: datetime) -> tuple[ColumnElement[bool], ...]:
+    """Armed, open and due at `now`: an index range on (armed, due_at)."""
+    return SlaClock.armed.is_(True), SlaClock.due_at <= now, SlaClock.status == "open"
 
 
 class SlaRepository:
@@ -34,6 +39,24 @@ class SlaRepository:
             query = query.with_for_update()
         return await self.session.scalar(query)
 
+    async def lock_due(self, clock_ids: Sequence[str], now: datetime) -> list[SlaClock]:
+        """The clocks of `clock_ids` still open, armed and due at `now`, locked, earliest first. Rows another
+        transaction holds are skipped (SKIP LOCKED on PostgreSQL), so monitor instances never wait on each
+        other and never deadlock over a batch; `still_due` tells which of the skipped ones are worth a retry."""
+        query = (select(SlaClock).where(SlaClock.clock_id.in_(clock_ids), *_due(now))
+                 .order_by(SlaClock.due_at, SlaClock.clock_id).with_for_update(skip_locked=True))
+        return list((await self.session.scalars(query)).all())
+
+    async def still_due(self, clock_ids: Sequence[str], now: datetime) -> list[str]:
+        """Which of `clock_ids` are due at `now` as last committed (no lock)."""
+        rows = await self.session.scalars(select(SlaClock.clock_id).where(SlaClock.clock_id.in_(clock_ids),
+                                                                          *_due(now)))
+        return list(rows.all())
+
+    async def partners(self, partner_ids: Iterable[str]) -> dict[str, SlaPartner]:
+        rows = await self.session.scalars(select(SlaPartner).where(SlaPartner.partner_id.in_(list(partner_ids))))
+        return {partner.partner_id: partner for partner in rows.all()}
+
     async def armed(self, until: datetime | None = None) -> list[tuple[datetime, str]]:
         """(due_at, clock_id) of every clock the scheduler must watch (due by `until`), earliest first."""
         query = (select(SlaClock.due_at, SlaClock.clock_id)
@@ -45,9 +68,7 @@ class SlaRepository:
 
     async def due(self, now: datetime, limit: int) -> list[str]:
         """Armed clocks due at `now` (an index range, not a scan)."""
-        rows = await self.session.scalars(select(SlaClock.clock_id)
-                                          .where(SlaClock.armed.is_(True), SlaClock.due_at <= now,
-                                                 SlaClock.status == "open")
+        rows = await self.session.scalars(select(SlaClock.clock_id).where(*_due(now))
                                           .order_by(SlaClock.due_at).limit(limit))
         return list(rows.all())
 

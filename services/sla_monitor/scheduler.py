@@ -3,13 +3,17 @@
 The due times of armed clocks are kept in a heap (earliest first). At start it is filled from the
 database (every open, armed clock, so deadlines that passed while the monitor was down are flagged at
 once); afterwards every commit that opens or re-arms a clock pushes its due time (see `hub`), and wakes
-the loop. The loop sleeps until the earliest due time or a push, pops what is due and flags each clock in
-its own transaction (`tracker.breach`). Every `sla_scheduler_max_sleep_s` it also reads the armed clocks
-due within the next such interval (an index range on (armed, due_at)): a safety net for deadlines this
-process did not push itself, e.g. a clock re-armed by another monitor instance.
+the loop. The loop sleeps until the earliest due time or a push, pops what is due (up to `FLAG_BATCH`) and
+flags those clocks in one transaction (`tracker.breach_many`), stamping them with the time that transaction
+runs, so `breached_at` and the lateness histogram show how far behind the scheduler really is. Every
+`sla_scheduler_max_sleep_s` it also reads the armed clocks due within the next such interval (an index
+range on (armed, due_at)): a safety net for deadlines this process did not push itself, e.g. a clock
+re-armed by another monitor instance.
 
-Heap entries are hints, never trusted: a clock met or re-armed since it was pushed is re-read under a
-row lock and skipped when it is no longer due, so stale entries cost one primary-key read.
+Heap entries are hints, never trusted: the batch re-reads its clocks under row locks and skips those no
+longer due, so stale entries cost nothing but a place in the IN list. A clock whose row another
+transaction holds (another instance, the consumer) is skipped rather than waited for, and pushed back to be
+tried again `BUSY_RETRY_S` later.
 """
 
 from __future__ import annotations
@@ -30,35 +34,50 @@ from shared.models import SlaAlert, utcnow
 
 log = logging.getLogger(__name__)
 
-FLAG_BATCH = 500
+FLAG_BATCH = 200  # clocks per flagging transaction
+BUSY_RETRY_S = 0.05
+
+
+async def flag_batch(sessions: async_sessionmaker[AsyncSession], settings: Settings, clock_ids: list[str],
+                     now: datetime | None = None, *, on_flag: Callable[[SlaAlert], None] | None = None
+                     ) -> tracker.Flagged:
+    """Flag the clocks of `clock_ids` that are due, in one transaction. `breached_at` is `now`, or when
+    none is given the time the transaction starts. `on_flag` sees each new alert after the commit."""
+    if not clock_ids:
+        return tracker.Flagged()
+    async with sessions() as session, session.begin():
+        flagged = await tracker.breach_many(session, settings, clock_ids, now or utcnow())
+    if on_flag is not None:
+        for alert in flagged.alerts:
+            on_flag(alert)
+    return flagged
 
 
 async def flag_clocks(sessions: async_sessionmaker[AsyncSession], settings: Settings, clock_ids: list[str],
-                      now: datetime, *, on_flag: Callable[[SlaAlert], None] | None = None) -> list[SlaAlert]:
-    """Flag each clock that is due at `now`, one transaction per clock; returns the new alerts."""
-    alerts = []
-    for clock_id in dict.fromkeys(clock_ids):
-        async with sessions() as session, session.begin():
-            alert = await tracker.breach(session, settings, clock_id, now)
-        if alert is not None:
-            alerts.append(alert)
-            if on_flag is not None:
-                on_flag(alert)
+                      now: datetime | None = None, *, on_flag: Callable[[SlaAlert], None] | None = None
+                      ) -> list[SlaAlert]:
+    """Flag each clock of `clock_ids` that is due, `FLAG_BATCH` per transaction; returns the new alerts."""
+    ids = list(dict.fromkeys(clock_ids))
+    alerts: list[SlaAlert] = []
+    for i in range(0, len(ids), FLAG_BATCH):
+        alerts += (await flag_batch(sessions, settings, ids[i:i + FLAG_BATCH], now, on_flag=on_flag)).alerts
     return alerts
 
 
 async def flag_due(sessions: async_sessionmaker[AsyncSession], settings: Settings, now: datetime | None = None
                    ) -> list[SlaAlert]:
     """Flag every clock due at `now` found in the database (an index range on (armed, due_at)). Calling
-    it again for the same `now` flags nothing new."""
-    now = now or utcnow()
+    it again for the same `now` flags nothing new. Clocks another transaction holds are waited for."""
     flagged: list[SlaAlert] = []
     while True:
         async with sessions() as session:
-            ids = await SlaRepository(session).due(now, FLAG_BATCH)
-        new = await flag_clocks(sessions, settings, ids, now)
-        flagged += new
-        if len(ids) < FLAG_BATCH or not new:
+            ids = await SlaRepository(session).due(now or utcnow(), FLAG_BATCH)
+        result = await flag_batch(sessions, settings, ids, now)
+        flagged += result.alerts
+        if result.busy:
+            await asyncio.sleep(BUSY_RETRY_S)
+            continue
+        if len(ids) < FLAG_BATCH or not result.alerts:
             return flagged
 
 
@@ -111,8 +130,11 @@ class DeadlineScheduler:
             ids = self._pop_due(now)
             if ids:
                 try:
-                    alerts = await flag_clocks(self.sessions, self.settings, ids, now, on_flag=self.on_flag)
-                    self.flagged += len(alerts)
+                    result = await flag_batch(self.sessions, self.settings, ids, on_flag=self.on_flag)
+                    self.flagged += len(result.alerts)
+                    retry_at = utcnow() + timedelta(seconds=BUSY_RETRY_S)
+                    for clock_id in result.busy:
+                        heapq.heappush(self.heap, (retry_at, clock_id))
                     backoff = 0.25
                 except asyncio.CancelledError:
                     raise

@@ -12,19 +12,24 @@ A clock remembers whether it was met late (`met_at` after `due_at`) and whether 
 (`breached`), so SLA-met rates can be computed from the rows. Flagging a breach locks the clock row,
 inserts the alert for (clock, period) and moves the clock on in one transaction; the unique
 (clock_id, period) constraint is the backstop that makes a second alert for the same deadline impossible
-even with several monitor instances.
+even with several monitor instances. The scheduler flags a batch of due clocks per transaction
+(`breach_many`): one locking read, one bulk insert of the alerts, and the per-clock path only when that
+insert meets the backstop.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.sla_monitor.alert.schemas import to_json
+from services.sla_monitor.clock import BusinessCalendar
 from services.sla_monitor.deadline import calendar_for, due_after
 from services.sla_monitor.hub import notify, schedule
 from services.sla_monitor.policy.service import effective_policy
@@ -84,15 +89,80 @@ async def _resolve_alerts(session: AsyncSession, settings: Settings, clock: SlaC
         notify(session, alert)
 
 
+@dataclass
+class Flagged:
+    """What one flagging transaction did: the new alerts, and the due clocks it left alone because another
+    transaction held their rows (another monitor instance, or the consumer meeting them right now)."""
+
+    alerts: list[SlaAlert] = field(default_factory=list)
+    busy: list[str] = field(default_factory=list)
+
+
+def _is_due(clock: SlaClock, now: datetime) -> bool:
+    return clock.status == "open" and clock.armed and clock.due_at <= now
+
+
 async def breach(session: AsyncSession, settings: Settings, clock_id: str, now: datetime) -> SlaAlert | None:
     """Flag the clock's current deadline if it is due at `now`; None when there is nothing (more) to flag."""
     repo = SlaRepository(session)
     clock = await repo.clock(clock_id, lock=True)
-    if clock is None or clock.status != "open" or not clock.armed or clock.due_at > now:
+    if clock is None or not _is_due(clock, now):
         return None
-    alert = SlaAlert(alert_id=str(uuid.uuid4()), clock_id=clock.clock_id, period=clock.period, lead_id=clock.lead_id,
-                     partner_id=clock.partner_id, kind=ALERT_KIND[clock.kind], action=clock.action, status="open",
-                     due_at=clock.due_at, breached_at=now, updated_at=now)
+    alert = await _insert_alert(session, clock, now)
+    if alert is None:
+        return None
+    partner = await repo.partner(clock.partner_id) if clock.kind == REPORT_BACK else None
+    _advance(session, settings, clock, alert, now, calendar_for(partner))
+    return alert
+
+
+async def breach_many(session: AsyncSession, settings: Settings, clock_ids: Sequence[str], now: datetime
+                      ) -> Flagged:
+    """Flag, in the caller's transaction, every clock of `clock_ids` still due at `now` (`breached_at` =
+    `now`). The due clocks are locked in one read that skips rows other transactions hold (reported as
+    `busy`, to be tried again), their alerts go in as one bulk insert, and the clocks move on in the same
+    flush. When the bulk insert meets the (clock_id, period) backstop (another instance got there first),
+    it is undone and each clock takes the per-clock path, so one conflict never costs the others."""
+    repo = SlaRepository(session)
+    ids = list(dict.fromkeys(clock_ids))
+    if not ids:
+        return Flagged()
+    clocks = await repo.lock_due(ids, now)
+    locked = {clock.clock_id for clock in clocks}
+    missing = [clock_id for clock_id in ids if clock_id not in locked]
+    busy = await repo.still_due(missing, now) if missing else []
+    if not clocks:
+        return Flagged(busy=busy)
+    alerts = [_new_alert(clock, now) for clock in clocks]
+    try:
+        async with session.begin_nested():
+            session.add_all(alerts)
+            await session.flush()
+        flagged = list(zip(clocks, alerts, strict=True))
+    except IntegrityError:  # some deadline was flagged by another instance: sort them out one by one
+        log.info("a batch of %d clock(s) met an existing alert; flagging them one by one", len(clocks))
+        flagged = []
+        for clock in clocks:
+            alert = await _insert_alert(session, clock, now)
+            if alert is not None:
+                flagged.append((clock, alert))
+    partner_ids = {clock.partner_id for clock, _ in flagged if clock.kind == REPORT_BACK and clock.partner_id}
+    partners = await repo.partners(partner_ids) if partner_ids else {}
+    for clock, alert in flagged:
+        calendar = calendar_for(partners.get(clock.partner_id or ""))
+        _advance(session, settings, clock, alert, now, calendar)
+    return Flagged(alerts=[alert for _, alert in flagged], busy=busy)
+
+
+def _new_alert(clock: SlaClock, now: datetime) -> SlaAlert:
+    return SlaAlert(alert_id=str(uuid.uuid4()), clock_id=clock.clock_id, period=clock.period, lead_id=clock.lead_id,
+                    partner_id=clock.partner_id, kind=ALERT_KIND[clock.kind], action=clock.action, status="open",
+                    due_at=clock.due_at, breached_at=now, updated_at=now)
+
+
+async def _insert_alert(session: AsyncSession, clock: SlaClock, now: datetime) -> SlaAlert | None:
+    """Insert the alert for the clock's current period in a savepoint; None if it exists already."""
+    alert = _new_alert(clock, now)
     try:
         async with session.begin_nested():
             session.add(alert)
@@ -100,10 +170,17 @@ async def breach(session: AsyncSession, settings: Settings, clock_id: str, now: 
     except IntegrityError:  # another instance flagged this deadline first
         log.info("clock %s period %s was already flagged", clock.clock_id, clock.period)
         return None
+    return alert
+
+
+def _advance(session: AsyncSession, settings: Settings, clock: SlaClock, alert: SlaAlert, now: datetime,
+             calendar: BusinessCalendar) -> None:
+    """The alert for the clock's deadline is in: mark the clock breached, re-arm or disarm it, and stage
+    the `sla.breached` event and the stream notification."""
     clock.breached, clock.updated_at = True, now
     clock.breached_at = clock.breached_at or now
     if clock.kind == REPORT_BACK:
-        await _rearm(session, clock, now)
+        _rearm(session, clock, now, calendar)
     else:
         clock.armed = False  # one deadline: the clock now waits for its step (or a recall)
     data = to_json(alert)
@@ -112,13 +189,11 @@ async def breach(session: AsyncSession, settings: Settings, clock_id: str, now: 
     add_event(session, topic=settings.sla_topic, name="sla.breached", source=MONITOR_SOURCE, subject=clock.lead_id,
               data=data)
     notify(session, alert)
-    return alert
 
 
-async def _rearm(session: AsyncSession, clock: SlaClock, now: datetime) -> None:
+def _rearm(session: AsyncSession, clock: SlaClock, now: datetime, calendar: BusinessCalendar) -> None:
     """Next report-back deadline: one period after the one just flagged. Periods that passed while the
     monitor was down are skipped (one alert says "overdue", not one per missed period)."""
-    calendar = calendar_for(await SlaRepository(session).partner(clock.partner_id))
     due = clock.due_at
     for _ in range(MAX_CATCH_UP):
         due = due_after(due, clock.duration, clock=clock.clock, calendar=calendar)
