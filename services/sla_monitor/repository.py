@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, and_, func, or_, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.models import SlaAlert, SlaClock, SlaPartner
+from shared.pagination import newest_first
 
 UNRESOLVED = ("open", "acknowledged")
 
@@ -88,7 +89,7 @@ class SlaRepository:
     async def alerts_page(self, *, status: str | None, partner_id: str | None, kind: str | None,
                           lead_id: str | None, after: tuple[datetime, str] | None, limit: int) -> list[SlaAlert]:
         """Newest breach first; the cursor is the last row's (breached_at, alert_id)."""
-        query = select(SlaAlert).order_by(SlaAlert.breached_at.desc(), SlaAlert.alert_id.desc()).limit(limit)
+        query = newest_first(select(SlaAlert), SlaAlert.breached_at, SlaAlert.alert_id, after, limit)
         if status is not None:
             query = query.where(SlaAlert.status == status)
         if partner_id is not None:
@@ -97,10 +98,6 @@ class SlaRepository:
             query = query.where(SlaAlert.kind == kind)
         if lead_id is not None:
             query = query.where(SlaAlert.lead_id == lead_id)
-        if after is not None:
-            at, alert_id = after
-            query = query.where(or_(SlaAlert.breached_at < at,
-                                    and_(SlaAlert.breached_at == at, SlaAlert.alert_id < alert_id)))
         return list((await self.session.scalars(query)).all())
 
     async def open_clock_counts(self) -> dict[str, int]:
