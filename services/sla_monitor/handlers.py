@@ -1,7 +1,8 @@
 """What the monitor does with events on `<prefix>.leads` and `<prefix>.partners` (no Kafka here).
 
 Plain `async def handle_x(session, event, *, settings)` functions; `monitor_handlers(settings)` binds the
-settings for `ConsumerLoop`. The loop runs each in its own transaction and skips event ids it has seen.
+settings for `ConsumerLoop`. The loop runs a fetch's events in one transaction, in partition order, and skips
+event ids it has seen.
 Times are the events' own `time`: a clock starts when the lead was offered, not when we heard of it.
 """
 
