@@ -44,7 +44,6 @@ class Settings(BaseSettings):
     reconcile_grace_s: float = Field(default=10.0, ge=0)
 
     max_body_bytes: int = 256 * 1024
-    webhook_tolerance_s: int = 300
     fiscal_year_start_month: int = Field(default=1, ge=1, le=12)
     log_level: str = "info"
 

@@ -71,7 +71,6 @@ class OutboxRelay:
         self.poll_interval_s = poll_interval_s
         self.max_backoff_s = max_backoff_s
         self.published = 0
-        self.healthy = True
 
     async def run(self) -> None:
         wake = _wake_event()
@@ -79,12 +78,10 @@ class OutboxRelay:
         while True:
             try:
                 sent = await self.publish_batch()
-                self.healthy = True
                 backoff = 0.05
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # broker down, database busy: keep the rows, try again later
-                self.healthy = False
                 log.warning("outbox relay: publish failed (%s); retrying in %.2fs", exc, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self.max_backoff_s)
