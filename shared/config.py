@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from functools import lru_cache
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -45,6 +46,16 @@ class Settings(BaseSettings):
 
     max_body_bytes: int = 256 * 1024
     fiscal_year_start_month: int = Field(default=1, ge=1, le=12)
+    # Metrics: the vendor's calendar (months and vendor quarters start at midnight here), the strength of
+    # the prior each score part is shrunk toward its tier, and for the `performance` strategy the window of
+    # history it scores (days back from now) and how long a computed scorecard is reused (0: never).
+    vendor_timezone: str = "UTC"
+    score_prior_strength: float = Field(default=10.0, gt=0)
+    performance_window_days: int = Field(default=90, ge=1)
+    performance_refresh_s: float = Field(default=30.0, ge=0)
+    # Where lead_router reaches sla_monitor: the ops page's alert list, acknowledge and live stream are
+    # proxied through lead_router (one origin for the browser). Unset: http://127.0.0.1:<monitor_port>.
+    monitor_url: str | None = None
     log_level: str = "info"
 
     # sla_monitor: its Kafka parts (consumer of leads/partners + its outbox relay) and its deadline scheduler
@@ -54,10 +65,23 @@ class Settings(BaseSettings):
     sla_scheduler_max_sleep_s: float = Field(default=30.0, gt=0)
     sla_stream_keepalive_s: float = Field(default=15.0, gt=0)
 
-    @field_validator("kafka_bootstrap", "admin_token", mode="before")
+    @field_validator("vendor_timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown IANA time zone {value!r}") from None
+        return value
+
+    @field_validator("kafka_bootstrap", "admin_token", "monitor_url", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
+
+    @property
+    def monitor_base_url(self) -> str:
+        return (self.monitor_url or f"http://127.0.0.1:{self.monitor_port}").rstrip("/")
 
     @property
     def bootstrap(self) -> str:

@@ -36,7 +36,7 @@ def db_url(request: pytest.FixtureRequest) -> str:
 def settings(db_url: str) -> Settings:
     """lead_router settings for in-process API tests: no Kafka parts (routing is driven by the test)."""
     return Settings(database_url=db_url, admin_token=ADMIN_TOKEN, run_relay=False, run_router=False,
-                    kafka_bootstrap="127.0.0.1:1", topic_prefix="test")
+                    kafka_bootstrap="127.0.0.1:1", topic_prefix="test", performance_refresh_s=0)
 
 
 @pytest.fixture

@@ -21,9 +21,13 @@ from services.lead_router.lead.endpoints import admin_router as leads_router
 from services.lead_router.lead.endpoints import partner_router
 from services.lead_router.lead.recall import sla_handlers
 from services.lead_router.lead.states import STATUSES
+from services.lead_router.metrics.endpoints import admin_router as metrics_router
+from services.lead_router.metrics.endpoints import partner_router as scorecard_router
+from services.lead_router.metrics.handlers import handle_clock_ended
 from services.lead_router.partner.endpoints import router as partners_router
 from services.lead_router.routing.endpoints import router as routing_router
 from services.lead_router.routing.handlers import reconcile_forever, router_batch, router_handlers
+from services.lead_router.ui.endpoints import router as ui_router
 from shared.config import Settings, get_settings
 from shared.db import create_engine, session_factory
 from shared.errors import install_error_handlers
@@ -52,7 +56,7 @@ async def _run_kafka_parts(app: FastAPI, settings: Settings) -> None:
         group.start("router-consumer", loop.run())
         recalls = ConsumerLoop(settings, app.state.sessions, name="recall", topics=[settings.sla_topic],
                                group_id=f"{settings.topic_prefix}.{ROUTER_GROUP}-recall",
-                               handlers=sla_handlers(settings))
+                               handlers={**sla_handlers(settings), "sla.clock_ended": handle_clock_ended})
         group.start("recall-consumer", recalls.run())
 
 
@@ -110,7 +114,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     install_error_handlers(app)
     install_probes(app, registry, refresh_metrics)
-    for router in (intake_router, partners_router, routing_router, leads_router, partner_router):
+    for router in (intake_router, partners_router, routing_router, leads_router, partner_router, metrics_router,
+                   scorecard_router, ui_router):
         app.include_router(router)
     app.add_middleware(RequestMetrics, registry=registry)
     return app

@@ -69,6 +69,7 @@ async def meet(session: AsyncSession, settings: Settings, clock: SlaClock, at: d
     clock.status, clock.met_at, clock.armed, clock.updated_at = "met", at, False, utcnow()
     clock.met_late = at > clock.due_at
     await _resolve_alerts(session, settings, clock, at, "met")
+    _ended(session, settings, clock, at, "missed" if clock.met_late else "met")
 
 
 async def close(session: AsyncSession, settings: Settings, clock: SlaClock, at: datetime, reason: str) -> None:
@@ -76,6 +77,23 @@ async def close(session: AsyncSession, settings: Settings, clock: SlaClock, at: 
     clock.status, clock.closed_at, clock.close_reason, clock.armed = "closed", at, reason, False
     clock.updated_at = utcnow()
     await _resolve_alerts(session, settings, clock, at, reason)
+    if reason == "recalled":
+        _ended(session, settings, clock, at, "missed")
+
+
+VERDICT_KINDS = (ACCEPT, FIRST_TOUCH)  # the clocks whose outcome the SLA-met rates count
+
+
+def _ended(session: AsyncSession, settings: Settings, clock: SlaClock, at: datetime, verdict: str) -> None:
+    """Publish `sla.clock_ended`: an accept or first-touch clock ended `met` (on time) or `missed` (met late,
+    or recalled). lead_router keeps the verdict on the offer, so its SLA-met rates need no access to the
+    monitor's tables. Clocks closed for other reasons (superseded) have no verdict and publish nothing."""
+    if clock.kind not in VERDICT_KINDS:
+        return
+    add_event(session, topic=settings.sla_topic, name="sla.clock_ended", source=MONITOR_SOURCE, subject=clock.lead_id,
+              data={"clock_id": clock.clock_id, "lead_id": clock.lead_id, "partner_id": clock.partner_id,
+                    "kind": clock.kind, "verdict": verdict, "started_at": clock.started_at.isoformat(),
+                    "due_at": clock.due_at.isoformat(), "ended_at": at.isoformat()})
 
 
 async def _resolve_alerts(session: AsyncSession, settings: Settings, clock: SlaClock, at: datetime,

@@ -15,6 +15,7 @@ class Lead(Base):
         UniqueConstraint("source", "external_id", name="uq_leads_source_external_id"),
         Index("ix_leads_status_created", "status", "created_at"),
         Index("ix_leads_partner_status", "partner_id", "status"),
+        Index("ix_leads_created", "created_at"),
     )
 
     lead_id: Mapped[str] = mapped_column(String(36), primary_key=True)
@@ -68,7 +69,8 @@ class LeadOffer(Base):
 
     __tablename__ = "lead_offers"
     __table_args__ = (Index("ix_lead_offers_lead_partner", "lead_id", "partner_id"),
-                      Index("ix_lead_offers_partner_offered", "partner_id", "offered_at"))
+                      Index("ix_lead_offers_partner_offered", "partner_id", "offered_at"),
+                      Index("ix_lead_offers_offered_partner", "offered_at", "partner_id"))
 
     offer_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     lead_id: Mapped[str] = mapped_column(ForeignKey("leads.lead_id", ondelete="CASCADE"))
@@ -78,3 +80,15 @@ class LeadOffer(Base):
     responded_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     reason: Mapped[str | None] = mapped_column(String(40), nullable=True)
     first_touch_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # What the metrics read, kept on the offer as plain numbers and labels so every database aggregates
+    # them the same way (no dialect date arithmetic): seconds from offer to accept and to the first
+    # activity's `occurred_at` (never below 0), the SLA monitor's verdict on the offer's accept and
+    # first-touch clocks (`met` on time or `missed`, from `sla.clock_ended`), and the partner's final
+    # disposition of the lead it accepted.
+    accept_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    first_touch_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    accept_sla: Mapped[str | None] = mapped_column(String(8), nullable=True)
+    first_touch_sla: Mapped[str | None] = mapped_column(String(8), nullable=True)
+    outcome: Mapped[str | None] = mapped_column(String(16), nullable=True)  # won | lost | no_decision
+    amount: Mapped[float | None] = mapped_column(Float, nullable=True)
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

@@ -25,6 +25,10 @@ class Partner(Base):
     holiday_country: Mapped[str | None] = mapped_column(String(8), nullable=True)
     fiscal_year_start_month: Mapped[int] = mapped_column(Integer, default=1)
     webhook_url: Mapped[str | None] = mapped_column(String(2000), nullable=True)
+    # The partner's Mutual Operating Periods (`{"start_months": [1, 7]}`; null: its fiscal quarters) and
+    # its own objectives (`[{"metric", "target", "per"}]`).
+    operating_periods: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    objectives: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 

@@ -142,15 +142,27 @@ def first_touch_scenario(stack: Stack) -> dict[str, Any]:
     return alert
 
 
+ALERT_EVENTS = ("sla.breached", "sla.resolved")
+
+
 async def test_first_touch_overdue_is_raised_and_resolved_by_the_late_activity(stack: Stack, bootstrap: str) -> None:
     alert = first_touch_scenario(stack)
-    sla = await read_events(bootstrap, f"{stack.prefix}.sla",
-                            until=lambda evs: any(ev.name == "sla.resolved" for _, ev in evs))
+    events = await read_events(bootstrap, f"{stack.prefix}.sla",
+                               until=lambda evs: sum(ev.name == "sla.clock_ended" for _, ev in evs) >= 2)
+    sla = [(record, ev) for record, ev in events if ev.name in ALERT_EVENTS]
     assert [(ev.name, ev.data["alert_id"]) for _, ev in sla] == [
         ("sla.breached", alert["alert_id"]), ("sla.resolved", alert["alert_id"])]
     resolved = sla[1][1]
     assert (resolved.data["status"], resolved.data["resolution"], resolved.data["kind"]) == (
         "resolved", "met", "first_touch_overdue")
+    # the monitor's verdicts reach lead_router's metrics through `<prefix>.sla`: accepted in time, touched late
+    ended = {ev.data["kind"]: ev.data["verdict"] for _, ev in events if ev.name == "sla.clock_ended"}
+    assert ended == {"accept": "met", "first_touch": "missed"}
+    with httpx.Client(base_url=stack.router.url, timeout=10) as router:
+        def rates() -> tuple[Any, Any]:
+            item = router.get("/v1/metrics/partners", headers=ADMIN).json()["items"][0]
+            return item["accept_sla_met_rate"], item["first_touch_sla_met_rate"]
+        stack.router.wait_until(lambda: rates() == (1.0, 0.0), 15)
 
 
 def restart_scenario(stack: Stack) -> tuple[list[str], list[dict[str, Any]]]:
@@ -178,6 +190,7 @@ def restart_scenario(stack: Stack) -> tuple[list[str], list[dict[str, Any]]]:
 async def test_killed_monitor_raises_every_breach_exactly_once_after_restart(stack: Stack, bootstrap: str) -> None:
     """SIGKILL while breaches come due; after the restart every expected alert exists exactly once."""
     _, found = restart_scenario(stack)
-    sla = await read_events(bootstrap, f"{stack.prefix}.sla",
-                            until=lambda evs: len({ev.data["alert_id"] for _, ev in evs}) >= 4, timeout_s=15)
+    events = await read_events(bootstrap, f"{stack.prefix}.sla", timeout_s=15, until=lambda evs: len(
+        {ev.data["alert_id"] for _, ev in evs if ev.name in ALERT_EVENTS}) >= 4)
+    sla = [(record, ev) for record, ev in events if ev.name in ALERT_EVENTS]
     assert {ev.data["alert_id"] for _, ev in sla if ev.name == "sla.breached"} == {a["alert_id"] for a in found}

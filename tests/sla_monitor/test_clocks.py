@@ -41,9 +41,36 @@ async def alerts(client: httpx.AsyncClient, admin: dict[str, str], **params: Any
     return items
 
 
-async def sla_events(app: FastAPI) -> list[CloudEvent]:
-    return [CloudEvent.parse(m.payload) for m in await rows(app, OutboxMessage, OutboxMessage.topic == "test.sla",
-                                                             order_by=OutboxMessage.id)]
+async def sla_events(app: FastAPI, *names: str) -> list[CloudEvent]:
+    """The monitor's events on `<prefix>.sla` named `names` (default: the alert events)."""
+    names = names or ("sla.breached", "sla.resolved")
+    return [ev for ev in (CloudEvent.parse(m.payload) for m in await rows(
+        app, OutboxMessage, OutboxMessage.topic == "test.sla", order_by=OutboxMessage.id)) if ev.name in names]
+
+
+async def verdicts(app: FastAPI) -> list[tuple[str, str, str]]:
+    return [(ev.data["partner_id"], ev.data["kind"], ev.data["verdict"])
+            for ev in await sla_events(app, "sla.clock_ended")]
+
+
+async def test_clock_ends_are_published_with_their_verdict(monitor_app: FastAPI, monitor: httpx.AsyncClient,
+                                                           admin: dict[str, str], feed: Feed) -> None:
+    """`sla.clock_ended` for accept and first-touch clocks: met on time, met late, recalled; nothing for
+    report back or a superseded clock."""
+    await put_policy(monitor, admin)
+    await feed("lead.routed", LEAD, t(17, 10), partner_id="acme")
+    await feed("lead.accepted", LEAD, t(17, 10, 59), partner_id="acme", status="accepted")
+    assert await verdicts(monitor_app) == [("acme", "accept", "met")]
+    await feed("lead.activity", LEAD, t(17, 13), partner_id="acme", status="accepted")  # due 12:59
+    assert await verdicts(monitor_app) == [("acme", "accept", "met"), ("acme", "first_touch", "missed")]
+    [ended] = (await sla_events(monitor_app, "sla.clock_ended"))[1:]
+    assert (ended.subject, ended.data["lead_id"], ended.data["due_at"], ended.data["ended_at"]) == (
+        LEAD, LEAD, "2026-11-17T12:59:00+00:00", "2026-11-17T13:00:00+00:00")
+
+    await feed("lead.routed", OTHER, t(17, 10), partner_id="acme")
+    await feed("lead.routed", OTHER, t(17, 10, 1), partner_id="bravo")  # supersedes acme's clock: no verdict
+    await feed("lead.recalled", OTHER, t(17, 11, 30), partner_id="bravo", status="received")
+    assert (await verdicts(monitor_app))[2:] == [("bravo", "accept", "missed")]
 
 
 async def test_accept_clock_opens_and_is_met_in_time(monitor_app: FastAPI, monitor: httpx.AsyncClient,

@@ -32,6 +32,11 @@ from shared.models import Lead, LeadOffer, Partner, utcnow
 CLOCK_SKEW = timedelta(minutes=5)
 
 
+def seconds_between(start: datetime, end: datetime) -> float:
+    """Wall-clock seconds from `start` to `end`, never below 0 (a backdated activity counts as instant)."""
+    return max(0.0, (end - start).total_seconds())
+
+
 def to_read(lead: Lead, *, withhold_contact: bool = False) -> LeadRead:
     contact = ContactRead(**lead.contact)
     if withhold_contact:
@@ -90,6 +95,7 @@ async def accept(session: AsyncSession, partner: Partner, lead_id: str, *, setti
     offer = await _open_offer(session, lead)
     if offer is not None:
         offer.status, offer.responded_at = "accepted", now
+        offer.accept_s = seconds_between(offer.offered_at, now)
     lead.status, lead.accepted_at, lead.updated_at = ACCEPTED, now, now
     timeline.record(session, settings, lead, "lead.accepted", data={"accepted_at": now.isoformat()}, at=now)
     return StepResult(lead_id=lead.lead_id, status=ACCEPTED)
@@ -138,8 +144,9 @@ async def add_activity(session: AsyncSession, partner: Partner, lead_id: str, bo
     at = _when(body.occurred_at, lead, now)
     offer = await _open_offer(session, lead)
     first = offer is not None and offer.first_touch_at is None
-    if offer is not None and first:
-        offer.first_touch_at = at
+    if offer is not None and (offer.first_touch_at is None or at < offer.first_touch_at):
+        # the first touch is the earliest activity, also when one is reported after a later one
+        offer.first_touch_at, offer.first_touch_s = at, seconds_between(offer.offered_at, at)
     lead.updated_at = now
     event_id = timeline.record(session, settings, lead, "lead.activity", at=now, data={
         "type": body.type, "channel": body.channel, "occurred_at": at.isoformat(), "note": body.note,
@@ -163,6 +170,9 @@ async def set_disposition(session: AsyncSession, partner: Partner, lead_id: str,
         lead.closed_at = now
     if body.status == "won":
         lead.won_amount = body.amount
+    offer = await _open_offer(session, lead)
+    if final and offer is not None:
+        offer.outcome, offer.amount, offer.closed_at = lead.status, lead.won_amount, now
     timeline.record(session, settings, lead, "lead.disposition", at=now, data={
         "disposition": body.status, "amount": body.amount, "reason": body.reason, "note": body.note,
         "final": final})

@@ -73,6 +73,35 @@ class BusinessHours(BaseModel):
         return self
 
 
+PeriodKind = Literal["month", "vendor_quarter", "partner_quarter", "mop"]
+PERIOD_KINDS: tuple[str, ...] = ("month", "vendor_quarter", "partner_quarter", "mop")
+
+
+class OperatingPeriods(BaseModel):
+    """The Mutual Operating Periods agreed with the partner: the months (1-12) at which they begin."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    start_months: list[int] = Field(min_length=1, max_length=12)
+
+    @field_validator("start_months")
+    @classmethod
+    def _months(cls, months: list[int]) -> list[int]:
+        if any(m < 1 or m > 12 for m in months) or len(set(months)) != len(months):
+            raise ValueError("distinct months, 1 (January) to 12 (December)")
+        return sorted(months)
+
+
+class Objective(BaseModel):
+    """The partner's own target for one figure per period of one kind."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    metric: Literal["accepted", "won", "won_amount"]
+    target: float = Field(gt=0, le=1e15, allow_inf_nan=False)
+    per: PeriodKind
+
+
 class PartnerUpsert(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -88,6 +117,9 @@ class PartnerUpsert(BaseModel):
     holiday_country: CountryCode | None = None
     fiscal_year_start_month: int = Field(default=1, ge=1, le=12)
     webhook_url: Annotated[AnyHttpUrl, UrlConstraints(max_length=2000)] | None = None
+    operating_periods: OperatingPeriods | None = Field(
+        default=None, description="Mutual Operating Periods; null: the partner's fiscal quarters.")
+    objectives: list[Objective] = Field(default_factory=list, max_length=50)
 
     @field_validator("timezone")
     @classmethod

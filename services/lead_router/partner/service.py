@@ -26,6 +26,7 @@ def to_read(partner: Partner, open_leads: int = 0) -> PartnerRead:
         timezone=partner.timezone, business_hours=partner.business_hours,  # type: ignore[arg-type]
         holiday_country=partner.holiday_country, fiscal_year_start_month=partner.fiscal_year_start_month,
         webhook_url=partner.webhook_url, open_leads=open_leads,  # type: ignore[arg-type]
+        operating_periods=partner.operating_periods, objectives=partner.objectives or [],  # type: ignore[arg-type]
         created_at=partner.created_at, updated_at=partner.updated_at)
 
 
@@ -42,6 +43,8 @@ def _assign(partner: Partner, body: PartnerUpsert, now: datetime) -> None:
     partner.holiday_country = body.holiday_country
     partner.fiscal_year_start_month = body.fiscal_year_start_month
     partner.webhook_url = str(body.webhook_url) if body.webhook_url else None
+    partner.operating_periods = body.operating_periods.model_dump() if body.operating_periods else None
+    partner.objectives = [o.model_dump() for o in body.objectives]
     partner.updated_at = now
 
 

@@ -5,7 +5,7 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from services.lead_router.deps import AdminDep, SessionDep
+from services.lead_router.deps import AdminDep, SessionDep, SettingsDep
 from services.lead_router.intake.schemas import LeadIn
 from services.lead_router.routing import service
 from services.lead_router.routing.schemas import RuleSetBody, RuleSetRead
@@ -37,6 +37,6 @@ async def get_rules(session: SessionDep) -> RuleSetRead:
 
 
 @router.post("/simulate", response_model=SimulateResponse)
-async def simulate(body: SimulateRequest, session: SessionDep) -> SimulateResponse:
+async def simulate(body: SimulateRequest, session: SessionDep, settings: SettingsDep) -> SimulateResponse:
     """Each lead's decision and explanation against the current partners and rules. Writes nothing."""
-    return SimulateResponse(items=await service.simulate(session, body.leads))
+    return SimulateResponse(items=await service.simulate(session, body.leads, settings=settings))

@@ -6,17 +6,28 @@ and returns a `Decision` that says where the lead goes, why, and the new strateg
 
 from __future__ import annotations
 
+import hashlib
 import math
+import random
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from services.lead_router.metrics.score import NEUTRAL, PARTS, WEIGHTS
 from services.lead_router.routing.schemas import RouteTo, Rule, RuleSetBody, RuleWhen
 
 Outcome = Literal["routed", "nurturing", "unroutable"]
+DEFAULT_PRIOR_STRENGTH = 10.0
 
-# Used by `performance` for a partner without a scorecard yet: neither favoured nor starved.
-NEUTRAL_PERFORMANCE = 0.5
+
+@dataclass(frozen=True)
+class Performance:
+    """A partner's record as `performance` sees it: per score part its (successes, trials), the part's prior
+    `m` (the tier's pooled rate) and the prior strength `k`. No record at all is zero trials at 0.5."""
+
+    tallies: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    priors: Mapping[str, float] = field(default_factory=dict)
+    k: float = DEFAULT_PRIOR_STRENGTH
 
 
 @dataclass(frozen=True)
@@ -51,7 +62,7 @@ class PartnerFacts:
     industries: tuple[str, ...]  # empty = any
     max_open_leads: int | None  # None = unlimited
     open_leads: int  # leads currently offered/accepted/working for this partner
-    performance_score: float | None = None  # scorecard for `performance`, higher is better
+    performance: Performance | None = None  # the record `performance` samples from; None: no history
 
 
 @dataclass(frozen=True)
@@ -71,6 +82,7 @@ class Decision:
     reason: str
     candidates: tuple[Candidate, ...]  # every partner given, sorted by partner_id
     state: dict[str, Any] | None  # new strategy state of `rule` to persist; None if unchanged
+    details: Mapping[str, dict[str, Any]] | None = None  # per eligible partner, what the strategy weighed
 
     def explanation(self) -> dict[str, Any]:
         return {
@@ -81,7 +93,9 @@ class Decision:
             "rule_set_version": self.rule_set_version,
             "reason": self.reason,
             "candidates": [
-                {"partner_id": c.partner_id, "eligible": c.eligible, "reasons": list(c.reasons)}
+                {"partner_id": c.partner_id, "eligible": c.eligible, "reasons": list(c.reasons),
+                 **({"performance": self.details[c.partner_id]}
+                    if self.details and c.partner_id in self.details else {})}
                 for c in self.candidates
             ],
         }
@@ -121,11 +135,11 @@ def decide(
         return Decision("unroutable", None, rule.name, rule.strategy, version, reason, candidates, None)
 
     old = state.get(rule.name) or {}
-    pick, new = STRATEGIES[rule.strategy](eligible, old, rule_set)
+    pick, new, details = STRATEGIES[rule.strategy](eligible, old, rule_set, lead, version)
     noun = "partner" if len(eligible) == 1 else "partners"
     reason = f"{rule.strategy} among {len(eligible)} eligible {noun} under rule {rule.name!r}"
     changed = new if new != old else None
-    return Decision("routed", pick, rule.name, rule.strategy, version, reason, candidates, changed)
+    return Decision("routed", pick, rule.name, rule.strategy, version, reason, candidates, changed, details)
 
 
 def matches(when: RuleWhen, lead: LeadFacts) -> bool:
@@ -198,9 +212,12 @@ def _postal(code: str) -> str:
     return code.replace(" ", "").upper()
 
 
-# --- strategies: (eligible partners, the rule's old state, rule set) -> (pick, the rule's new state) ---
+# --- strategies: (eligible partners, the rule's old state, rule set, lead, rule-set version)
+#     -> (pick, the rule's new state, what was weighed per partner or None) ---
 
-StrategyFn = Callable[[Sequence[PartnerFacts], Mapping[str, Any], RuleSetBody], tuple[str, dict[str, Any]]]
+Details = dict[str, dict[str, Any]]
+StrategyFn = Callable[[Sequence[PartnerFacts], Mapping[str, Any], RuleSetBody, LeadFacts, int],
+                      tuple[str, dict[str, Any], Details | None]]
 
 
 def _next_after(last: Any, ids: Sequence[str]) -> str:
@@ -216,25 +233,25 @@ def _next_after(last: Any, ids: Sequence[str]) -> str:
 
 
 def _round_robin(
-    eligible: Sequence[PartnerFacts], old: Mapping[str, Any], rule_set: RuleSetBody
-) -> tuple[str, dict[str, Any]]:
+    eligible: Sequence[PartnerFacts], old: Mapping[str, Any], rule_set: RuleSetBody, lead: LeadFacts, version: int
+) -> tuple[str, dict[str, Any], Details | None]:
     """Fair rotation over the eligible partners; state `{"last": partner_id}`."""
     pick = _next_after(old.get("last"), [p.partner_id for p in eligible])
-    return pick, {"last": pick}
+    return pick, {"last": pick}, None
 
 
 def _least_loaded(
-    eligible: Sequence[PartnerFacts], old: Mapping[str, Any], rule_set: RuleSetBody
-) -> tuple[str, dict[str, Any]]:
+    eligible: Sequence[PartnerFacts], old: Mapping[str, Any], rule_set: RuleSetBody, lead: LeadFacts, version: int
+) -> tuple[str, dict[str, Any], Details | None]:
     """Fewest open leads; partners tied on that rotate with the round-robin cursor `{"last": ...}`."""
     fewest = min(p.open_leads for p in eligible)
     pick = _next_after(old.get("last"), [p.partner_id for p in eligible if p.open_leads == fewest])
-    return pick, {"last": pick}
+    return pick, {"last": pick}, None
 
 
 def _weighted(
-    eligible: Sequence[PartnerFacts], old: Mapping[str, Any], rule_set: RuleSetBody
-) -> tuple[str, dict[str, Any]]:
+    eligible: Sequence[PartnerFacts], old: Mapping[str, Any], rule_set: RuleSetBody, lead: LeadFacts, version: int
+) -> tuple[str, dict[str, Any], Details | None]:
     """Smooth weighted round robin (nginx), weight = the partner's tier weight.
 
     Every decision adds each partner's weight to its `current`, picks the highest (ties: lowest id) and
@@ -257,19 +274,48 @@ def _weighted(
     current = {pid: saved.get(pid, mean) - mean + w for pid, w in weights.items()}
     pick = min(current, key=lambda pid: (-current[pid], pid))
     current[pick] -= sum(weights.values())
-    return pick, {"current": dict(sorted(current.items()))}
+    return pick, {"current": dict(sorted(current.items()))}, None
 
 
 def _performance(
-    eligible: Sequence[PartnerFacts], old: Mapping[str, Any], rule_set: RuleSetBody
-) -> tuple[str, dict[str, Any]]:
-    """Best scorecard (none yet counts as 0.5); ties go to fewer open leads, then the lowest id. Stateless."""
+    eligible: Sequence[PartnerFacts], old: Mapping[str, Any], rule_set: RuleSetBody, lead: LeadFacts, version: int
+) -> tuple[str, dict[str, Any], Details | None]:
+    """Thompson sampling over the partners' shrunk scores: explore a new partner, exploit a proven one.
 
-    def rank(p: PartnerFacts) -> tuple[float, int, str]:
-        score = NEUTRAL_PERFORMANCE if p.performance_score is None else p.performance_score
-        return (-score, p.open_leads, p.partner_id)
+    A partner's score (0.3·acceptance + 0.3·first_touch_sla + 0.4·win, each part `(s + k·m) / (t + k)`,
+    shrunk toward its tier's pooled rate `m`) is the mean of a Beta posterior with as much evidence as the
+    partner's record holds: `n = 0.3·t_acceptance + 0.3·t_first_touch_sla + 0.4·t_win` trials plus the prior's
+    `k`, i.e. `Beta(score·(n + k), (1 − score)·(n + k))`. One value is drawn per eligible partner; the highest
+    draw gets the lead (ties: fewer open leads, then the lowest id). A partner with no history draws from its
+    tier's prior with only `k` of evidence, wide, so it still wins a share of leads until its own record
+    speaks (explore); a partner with a long record draws close to its score, so a proven good one gets most
+    leads and a proven poor one almost none (exploit). (Drawing each part separately would average three
+    draws and narrow the newcomer's spread so much that it would hardly ever be tried.)
 
-    return min(eligible, key=rank).partner_id, dict(old)
+    The draws come from a generator seeded with the lead id and the rule-set version, taken in partner-id
+    order: the same inputs give the same decision, so it can be replayed. Stateless. Per partner the
+    explanation keeps `score`, `score_parts`, `tallies` ([successes, trials] per part), `priors`, `evidence`
+    (`n`), the `draw`, and `weight` = `n / (n + k)`, how much the partner's own record weighs against the prior.
+    """
+    seed = int.from_bytes(hashlib.sha256(f"{lead.lead_id}|{version}".encode()).digest()[:8], "big")
+    rng = random.Random(seed)
+    details: Details = {}
+    for p in sorted(eligible, key=lambda p: p.partner_id):
+        perf = p.performance or Performance()
+        parts, tallies, priors = {}, {}, {}
+        for part in PARTS:
+            successes, trials = perf.tallies.get(part, (0, 0))
+            m = perf.priors.get(part, NEUTRAL)
+            parts[part] = (successes + perf.k * m) / (trials + perf.k)
+            tallies[part], priors[part] = [successes, trials], m
+        score = sum(WEIGHTS[part] * parts[part] for part in PARTS)
+        evidence = sum(WEIGHTS[part] * tallies[part][1] for part in PARTS)
+        strength = evidence + perf.k
+        draw = rng.betavariate(max(score * strength, 1e-9), max((1 - score) * strength, 1e-9))
+        details[p.partner_id] = {"score": score, "score_parts": parts, "tallies": tallies, "priors": priors,
+                                 "evidence": evidence, "draw": draw, "weight": evidence / strength}
+    pick = min(eligible, key=lambda p: (-details[p.partner_id]["draw"], p.open_leads, p.partner_id))
+    return pick.partner_id, dict(old), details
 
 
 STRATEGIES: dict[str, StrategyFn] = {

@@ -13,8 +13,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.lead_router.intake.schemas import LeadIn
 from services.lead_router.lead import timeline
 from services.lead_router.lead.states import NURTURING, OFFERED, RECEIVED, ROUTABLE, UNROUTABLE
+from services.lead_router.metrics.service import Scorecards, scorecards
 from services.lead_router.partner.repository import PartnerRepository
-from services.lead_router.routing.engine import Decision, LeadFacts, PartnerFacts, Territory, decide
+from services.lead_router.routing.engine import Decision, LeadFacts, PartnerFacts, Performance, Territory, decide
 from services.lead_router.routing.repository import RoutingRepository
 from services.lead_router.routing.schemas import DEFAULT_RULE_SET, RuleSetBody, RuleSetRead
 from shared.config import Settings
@@ -30,14 +31,29 @@ def lead_facts(lead: Lead) -> LeadFacts:
                      estimated_value=lead.estimated_value, employees=company.get("employees"))
 
 
-def partner_facts(partner: Partner, open_leads: int) -> PartnerFacts:
+def partner_facts(partner: Partner, open_leads: int, cards: Scorecards | None = None) -> PartnerFacts:
     territories = tuple(Territory(country=t["country"], regions=tuple(t.get("regions") or ()),
                                   postal_prefixes=tuple(t.get("postal_prefixes") or ()))
                         for t in partner.territories)
     return PartnerFacts(partner_id=partner.partner_id, tier=partner.tier, active=partner.active,
                         territories=territories, products=tuple(partner.products),
                         industries=tuple(partner.industries), max_open_leads=partner.max_open_leads,
-                        open_leads=open_leads)
+                        open_leads=open_leads, performance=_performance(partner, cards))
+
+
+def _performance(partner: Partner, cards: Scorecards | None) -> Performance | None:
+    if cards is None:
+        return None
+    record = cards.records.get(partner.partner_id)
+    tallies = {part: (t.successes, t.trials) for part, t in record.tallies.items()} if record else {}
+    return Performance(tallies=tallies, priors=cards.priors.get(partner.tier, {}), k=cards.k)
+
+
+async def _scorecards(session: AsyncSession, settings: Settings, rule_set: RuleSetBody) -> Scorecards | None:
+    """The partners' records, read only when some rule routes by `performance`."""
+    if not any(rule.strategy == "performance" for rule in rule_set.rules):
+        return None
+    return await scorecards(session, settings)
 
 
 async def active_rule_set(session: AsyncSession) -> RuleSetRead:
@@ -67,11 +83,11 @@ async def put_rule_set(session: AsyncSession, body: RuleSetBody, *, attempts: in
     raise Conflict("The rule set was replaced concurrently too often; try again.")
 
 
-async def _candidates(session: AsyncSession) -> list[PartnerFacts]:
+async def _candidates(session: AsyncSession, cards: Scorecards | None) -> list[PartnerFacts]:
     repo = PartnerRepository(session)
     partners = await repo.all()
     counts = await repo.open_leads()
-    return [partner_facts(p, counts.get(p.partner_id, 0)) for p in partners]
+    return [partner_facts(p, counts.get(p.partner_id, 0), cards) for p in partners]
 
 
 async def route_lead(session: AsyncSession, lead_id: str, *, settings: Settings) -> Decision | None:
@@ -101,10 +117,11 @@ async def route_leads(session: AsyncSession, lead_ids: Sequence[str], *, setting
     partners = await partner_repo.all()
     counts = await partner_repo.open_leads()
     excluded = await repo.excluded_partners([lead.lead_id for lead in leads])
+    cards = await _scorecards(session, settings, rule_set)
     changed: set[str] = set()
     decisions = []
     for lead in leads:
-        candidates = [partner_facts(p, counts.get(p.partner_id, 0)) for p in partners]
+        candidates = [partner_facts(p, counts.get(p.partner_id, 0), cards) for p in partners]
         decision = decide(lead_facts(lead), candidates, rule_set, version=rule_set.version, state=state,
                           excluded=excluded.get(lead.lead_id, set()))
         _apply(session, settings, lead, decision)
@@ -138,12 +155,12 @@ def _apply(session: AsyncSession, settings: Settings, lead: Lead, decision: Deci
         timeline.record(session, settings, lead, "lead.routed", data=explanation, at=now)
 
 
-async def simulate(session: AsyncSession, leads: Sequence[LeadIn]) -> list[dict[str, Any]]:
+async def simulate(session: AsyncSession, leads: Sequence[LeadIn], *, settings: Settings) -> list[dict[str, Any]]:
     """Decisions for hypothetical leads against the current partners, rules and state; writes nothing.
 
     Strategy state is carried from one simulated lead to the next, as it would be for real traffic."""
     rule_set = await active_rule_set(session)
-    partners = await _candidates(session)
+    partners = await _candidates(session, await _scorecards(session, settings, rule_set))
     state = await RoutingRepository(session).states()
     out = []
     for i, body in enumerate(leads):
