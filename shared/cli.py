@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import secrets
@@ -17,7 +16,6 @@ import typer
 
 from shared.broker import start_broker, stop_process
 from shared.config import Settings
-from shared.demo import save_keys, seed_demo
 from shared.migrate import upgrade
 
 app = typer.Typer(help="Leadrouter: lead routing for channel sales.", no_args_is_help=True)
@@ -35,16 +33,36 @@ SAMPLE_LEAD = {
 }
 
 
+def write_private(path: Path, text: str) -> None:
+    """Write a secret: the file is created readable by its owner only (never world-readable, not even briefly)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # an existing file keeps its old mode through O_CREAT
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+
+
+def seed_demo(env: dict[str, str] | None = None) -> dict[str, str]:
+    """Seed demo partners, keys and rules into an empty database (a lead_router process does it: shared/
+    imports no service); returns the new partner keys, empty when partners existed already."""
+    done = subprocess.run([sys.executable, "-m", "services.lead_router.demo"], env=env, capture_output=True,
+                          check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"seeding demo data failed: {done.stderr.decode(errors='replace')[-2000:]}")
+    keys: dict[str, str] = json.loads(done.stdout)
+    if keys:
+        write_private(KEYS_FILE, "".join(f"{pid} {key}\n" for pid, key in keys.items()))
+    return keys
+
+
 def _admin_token(settings: Settings) -> str:
     """The configured token, else the one `make run` generated before (kept in var/), else a new one."""
     if settings.admin_token:
         return settings.admin_token
     if TOKEN_FILE.exists() and TOKEN_FILE.read_text().strip():
         return TOKEN_FILE.read_text().strip()
-    VAR.mkdir(parents=True, exist_ok=True)
     token = secrets.token_urlsafe(24)
-    TOKEN_FILE.write_text(token + "\n")
-    TOKEN_FILE.chmod(0o600)
+    write_private(TOKEN_FILE, token + "\n")
     return token
 
 
@@ -59,12 +77,14 @@ def migrate() -> None:
 @app.command("seed-demo")
 def seed_demo_command() -> None:
     """Create demo partners (with API keys) and demo routing rules, if there are no partners yet."""
-    settings = Settings()
-    keys = asyncio.run(seed_demo(settings))
-    if keys is None:
+    try:
+        keys = seed_demo()
+    except RuntimeError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    if not keys:
         typer.echo("partners exist already; nothing seeded")
         return
-    save_keys(keys, KEYS_FILE)
     for partner_id, key in keys.items():
         typer.echo(f"{partner_id}: {key}")
 
@@ -146,9 +166,7 @@ def up() -> None:
             typer.echo(f"starting the bundled Kafka-compatible broker on 127.0.0.1:{settings.embedded_kafka_port}")
             procs.append(start_broker(settings.embedded_kafka_port, log_path=VAR / "broker.log"))
             env["LEADROUTER_KAFKA_BOOTSTRAP"] = settings.bootstrap
-        keys = asyncio.run(seed_demo(settings))
-        if keys is not None:
-            save_keys(keys, KEYS_FILE)
+        if seed_demo(env):
             typer.echo("seeded demo partners and routing rules")
         roles = [("services.lead_router", {"LEADROUTER_RUN_ROUTER": "false"}),
                  ("services.lead_router", {"LEADROUTER_ROUTER_PORT": str(settings.worker_port),

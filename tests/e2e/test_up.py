@@ -55,6 +55,12 @@ def test_up_prints_a_working_curl_and_stops_cleanly_on_ctrl_c(tmp_path: Path) ->
         assert status == "offered"
         keys = dict(line.split() for line in (tmp_path / "var" / "demo-partner-keys.txt").read_text().splitlines())
         assert set(keys) == {"acme", "bluepeak", "northwind", "rheinwerk"}
+        for secret in ("admin-token", "demo-partner-keys.txt"):
+            assert (tmp_path / "var" / secret).stat().st_mode & 0o777 == 0o600
+        acme = httpx.get(f"{router}/v1/partners/acme", headers=admin, timeout=10).json()
+        assert acme["operating_periods"] == {"start_months": [1, 7]} and len(acme["objectives"]) == 2
+        board = httpx.get(f"{router}/v1/metrics/partners", headers=admin, timeout=10).json()["items"]
+        assert sorted(item["partner_id"] for item in board) == ["acme", "bluepeak", "northwind", "rheinwerk"]
     finally:
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in the terminal does: the whole process group
         code = proc.wait(30)

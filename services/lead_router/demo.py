@@ -1,9 +1,16 @@
-"""Demo partners and rules for `make run` on an empty database."""
+"""Demo partners and rules for `make run` on an empty database.
+
+`python -m services.lead_router.demo` seeds them into LEADROUTER_DATABASE_URL and prints the new partner keys
+as JSON (`{}` when partners exist already): `leadrouter up` and `leadrouter seed-demo` run it as a process,
+so `shared/` never imports a service.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
+import asyncio
+import sys
 
+import orjson
 from sqlalchemy import func, select
 
 from services.lead_router.partner.schemas import PartnerUpsert
@@ -18,10 +25,14 @@ DEMO_PARTNERS: dict[str, dict[str, object]] = {
     "acme": {"name": "Acme Solutions", "tier": "gold",
              "territories": [{"country": "US", "regions": ["CA", "OR", "WA"]}],
              "products": ["storage", "backup"], "industries": [], "capacity": {"max_open_leads": 50},
-             "timezone": "America/Los_Angeles", "holiday_country": "US"},
+             "timezone": "America/Los_Angeles", "holiday_country": "US",
+             "operating_periods": {"start_months": [1, 7]},
+             "objectives": [{"metric": "won_amount", "target": 250000, "per": "partner_quarter"},
+                            {"metric": "accepted", "target": 40, "per": "mop"}]},
     "bluepeak": {"name": "BluePeak Systems", "tier": "platinum", "territories": [{"country": "US"}],
                  "products": ["storage", "backup", "security"], "capacity": {"max_open_leads": 100},
-                 "timezone": "America/New_York", "holiday_country": "US", "fiscal_year_start_month": 4},
+                 "timezone": "America/New_York", "holiday_country": "US", "fiscal_year_start_month": 4,
+                 "objectives": [{"metric": "won", "target": 10, "per": "partner_quarter"}]},
     "northwind": {"name": "Northwind Partners", "tier": "registered",
                   "territories": [{"country": "US"}, {"country": "CA"}], "capacity": {"max_open_leads": 20},
                   "timezone": "America/Chicago", "holiday_country": "US"},
@@ -57,7 +68,10 @@ async def seed_demo(settings: Settings) -> dict[str, str] | None:
     return keys
 
 
-def save_keys(keys: dict[str, str], keys_file: Path) -> None:
-    keys_file.parent.mkdir(parents=True, exist_ok=True)
-    keys_file.write_text("".join(f"{pid} {key}\n" for pid, key in keys.items()))
-    keys_file.chmod(0o600)
+def main() -> None:
+    keys = asyncio.run(seed_demo(Settings()))
+    sys.stdout.buffer.write(orjson.dumps(keys or {}) + b"\n")
+
+
+if __name__ == "__main__":
+    main()
