@@ -21,6 +21,8 @@ import asyncpg
 import httpx
 from aiokafka import AIOKafkaConsumer
 
+from bench.metrics import OFFERS as METRICS_OFFERS
+from bench.metrics import bench_metrics
 from bench.sla import bench_sla
 from shared.broker import free_port
 from shared.events import CloudEvent
@@ -179,16 +181,27 @@ async def bench() -> dict[str, Any]:
     return results
 
 
+def print_figures(figures: dict[str, Any], indent: str = "  ") -> None:
+    for key, value in figures.items():
+        if isinstance(value, dict):
+            print(f"{indent}{key}")
+            print_figures(value, indent + "  ")
+        else:
+            print(f"{indent}{key:<32} {value}")
+
+
 def main() -> None:
     only_sla = os.environ.get("BENCH_ONLY_SLA") == "1"
+    only_metrics = os.environ.get("BENCH_ONLY_METRICS") == "1"
     out = Path("var/bench.json")
-    # Only the SLA section: the other figures of the last run are kept.
-    results = (json.loads(out.read_text()) if out.exists() else {}) if only_sla else asyncio.run(bench())
-    if not only_sla:
+    # Only the SLA (or metrics) section: the other figures of the last run are kept.
+    keep = only_sla or only_metrics
+    results = (json.loads(out.read_text()) if out.exists() else {}) if keep else asyncio.run(bench())
+    if not keep:
         print("\nLeadrouter benchmark (lead_router on PostgreSQL + bundled broker, load from a separate process)")
         for key, value in results.items():
             print(f"  {key:<28} {value}")
-    if os.environ.get("BENCH_SKIP_SLA") != "1":
+    if os.environ.get("BENCH_SKIP_SLA") != "1" and not only_metrics:
         results["sla"] = asyncio.run(bench_sla())
         print("\nSLA monitor (100,000 open clocks)")
         for key, value in results["sla"].items():
@@ -198,6 +211,10 @@ def main() -> None:
                     print(f"    {name:<30} {figure}")
             else:
                 print(f"  {key:<32} {value}")
+    if os.environ.get("BENCH_SKIP_METRICS") != "1" and not only_sla:
+        results["metrics"] = asyncio.run(bench_metrics())
+        print(f"\nMetrics ({METRICS_OFFERS:,} offers, PostgreSQL)")
+        print_figures(results["metrics"])
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(results, indent=2))
 
