@@ -10,14 +10,12 @@ metric reads it.
 
 Then the real lead_router process (no broker: its router and relay are off; /readyz would report the broker
 unreachable, so only /healthz is waited on) answers over HTTP 2 warm-up and BENCH_METRICS_CALLS (10)
-sequential calls per endpoint: p50 and max in ms. Afterwards, in-process, the four statements
-`offer_figures` sends are timed one by one for the 90- and the 366-day window and explained
-(`EXPLAIN (ANALYZE, BUFFERS)`, written to var/bench-metrics-plan.txt), and alternative formulations of the
-same figures (`proposals_90d`, BENCH_METRICS_PROPOSAL_ROUNDS rounds; 0 skips them) are timed against the
-current statements on the same connection and checked to give the same figures. Nothing in services/ or in
-the schema changes; the indexes a proposal needs are built and dropped in the bench database.
+sequential calls per endpoint: p50 and max in ms; and which indexes those calls read (pg_stat_user_indexes).
+Afterwards, in-process, both paths of `offer_figures` are timed over the 90- and the 366-day window and four
+monthly windows: the PostgreSQL one the service takes (one LATERAL statement over the covering index) and
+the portable one SQLite takes (four statements, also timed one by one), checked to give the same figures,
+and explained (`EXPLAIN (ANALYZE, BUFFERS)`, written to var/bench-metrics-plan.txt).
 """
-
 from __future__ import annotations
 
 import asyncio
@@ -26,8 +24,7 @@ import statistics
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +41,6 @@ from tests.fixtures.processes import ADMIN_TOKEN, Service, service_env
 OFFERS = int(os.environ.get("BENCH_METRICS_OFFERS", "1000000"))
 PARTNERS = 500
 CALLS = int(os.environ.get("BENCH_METRICS_CALLS", "10"))
-ROUNDS = int(os.environ.get("BENCH_METRICS_PROPOSAL_ROUNDS", "5"))  # 0: skip the proposals
 WARMUP = 2
 TARGET_MS = 250.0
 PLAN_FILE = Path("var/bench-metrics-plan.txt")
@@ -228,7 +224,7 @@ async def time_endpoints(db_url: str, tmp: Path) -> dict[str, Any]:
     return out
 
 
-# --- where the time goes: the queries of `offer_figures`, one by one, in-process ---
+# --- where the time goes: both paths of `offer_figures`, in-process ---
 
 class Captured:
     """Every statement an engine sends, its parameters and how long it took (asyncpg fetches in execute)."""
@@ -246,13 +242,16 @@ class Captured:
         self.statements.append((statement, parameters, 1000 * (time.perf_counter() - self._t)))
 
 
-QUERY_NAMES = ("counts", "rejected_by_reason", "accept_s_percentiles", "first_touch_s_percentiles")
+PATHS = {"postgresql": "_offer_figures_postgres", "portable": "_offer_figures_portable"}
+PORTABLE_QUERIES = ("counts", "rejected_by_reason", "accept_s_percentiles", "first_touch_s_percentiles")
+Sent = dict[str, list[tuple[str, Any]]]  # per path, the statements of its last run
 
 
-async def breakdown(db_url: str, win: tuple[Any, Any], runs: int, *, ranking: bool
-                    ) -> tuple[dict[str, Any], list[tuple[str, Any]], Any]:
-    """Time `offer_figures` (each statement) and, with `ranking`, the whole `partner_ranking` for one window,
-    in-process; the statements, for EXPLAIN; the figures, to check the proposals against."""
+async def breakdown(db_url: str, windows: list[tuple[datetime, datetime]], runs: int, *, ranking: bool
+                    ) -> tuple[dict[str, Any], Sent]:
+    """Both paths of `offer_figures` over the same windows, in-process, alternately (the shared machine's noise
+    hits them alike): p50 ms of each, the portable one per statement, how many (window, partner) figures
+    differ between them; with `ranking`, the whole `partner_ranking` (which takes the PostgreSQL path)."""
     from services.lead_router.metrics import service
     from services.lead_router.metrics.repository import MetricsRepository
     from shared.config import Settings
@@ -260,228 +259,60 @@ async def breakdown(db_url: str, win: tuple[Any, Any], runs: int, *, ranking: bo
     engine = create_engine(db_url)
     captured = Captured(engine)
     settings = Settings(database_url=db_url)
-    per_query: dict[str, list[float]] = {name: [] for name in QUERY_NAMES}
-    totals: list[float] = []
+    times: dict[str, list[float]] = {name: [] for name in PATHS}
+    per_query: dict[str, list[float]] = {name: [] for name in PORTABLE_QUERIES}
     wholes: list[float] = []
-    figures: Any = None
+    figures: dict[str, Any] = {}
+    sent: Sent = {}
     try:
         async with AsyncSession(engine) as session:
+            repo = MetricsRepository(session)
             for i in range(1 + runs):
-                captured.statements.clear()
-                t = time.perf_counter()
-                figures = await MetricsRepository(session).offer_figures([win])
-                total = 1000 * (time.perf_counter() - t)
-                sent = list(captured.statements)
+                for name, method in PATHS.items():
+                    captured.statements.clear()
+                    t = time.perf_counter()
+                    figures[name] = await getattr(repo, method)(windows)
+                    elapsed = 1000 * (time.perf_counter() - t)
+                    sent[name] = [(s, p) for s, p, _ in captured.statements]
+                    if i >= 1:
+                        times[name].append(elapsed)
+                        if name == "portable":
+                            for query, (_, _, ms) in zip(PORTABLE_QUERIES, captured.statements, strict=True):
+                                per_query[query].append(ms)
                 if ranking:
                     t = time.perf_counter()
-                    await service.partner_ranking(session, settings, win)
+                    await service.partner_ranking(session, settings, windows[0])
                     wholes.append(1000 * (time.perf_counter() - t))
-                if i >= 1:
-                    totals.append(total)
-                    for name, (_, _, ms) in zip(QUERY_NAMES, sent, strict=True):
-                        per_query[name].append(ms)
-            statements = [(s, p) for s, p, _ in sent]
     finally:
         await engine.dispose()
-    out: dict[str, Any] = {f"{name}_p50_ms": round(statistics.median(v), 1) for name, v in per_query.items()}
-    out["offer_figures_p50_ms"] = round(statistics.median(totals), 1)
+    pg, portable = figures["postgresql"], figures["portable"]
+    out: dict[str, Any] = {f"{name}_p50_ms": round(statistics.median(v), 1) for name, v in times.items()}
+    out.update({f"portable_{name}_p50_ms": round(statistics.median(v), 1) for name, v in per_query.items()})
+    out["window_partner_pairs"] = len(pg)
+    out["pairs_differing"] = sum(pg.get(key) != portable.get(key) for key in pg.keys() | portable.keys())
     if wholes:  # offer_figures + the partners query, scores, ranks and the response models
         out["partner_ranking_in_process_p50_ms"] = round(statistics.median(wholes[1:]), 1)
-    return out, statements, figures
+    return out, sent
 
 
-async def explain(conn: asyncpg.Connection, statements: list[tuple[str, Any]], title: str) -> str:
+async def explain(conn: asyncpg.Connection, sent: Sent, title: str) -> str:
+    """The plans of both paths' statements (the PostgreSQL one with JIT off, as it runs)."""
     parts = [f"# {title}\n"]
-    for name, (statement, params) in zip(QUERY_NAMES, statements, strict=True):
+    named = [(f"postgresql: {len(sent['postgresql'])} statements, the second", sent["postgresql"][1], "off"),
+             *[(f"portable: {name}", statement, "on")
+               for name, statement in zip(PORTABLE_QUERIES, sent["portable"], strict=True)]]
+    for name, (statement, params), jit in named:
+        await conn.execute(f"SET jit = {jit}")
         rows = await conn.fetch("EXPLAIN (ANALYZE, BUFFERS) " + statement, *params)
         parts.append(f"## {name}\n\n{statement}\n\nparameters: {params!r}\n\n" + "\n".join(r[0] for r in rows) + "\n")
+    await conn.execute("RESET jit")
     return "\n".join(parts)
 
 
-# --- proposals: the same figures, asked differently (scratch SQL; services/ is unchanged) ---
-
-_KNOWN = ", ".join(f"'{r}'" for r in REASONS if r != "other")
-_BY_REASON = ", ".join(f"count(*) FILTER (WHERE status = 'rejected' AND reason = '{r}') AS \"r:{r}\""
-                       for r in REASONS if r != "other")
-# Counts and rejections by reason in one pass (reasons are a closed set: RejectIn.reason is a Literal).
-FILTER_COUNTS = f"""
-    count(*) AS offered,
-    count(*) FILTER (WHERE status = 'accepted') AS accepted,
-    count(*) FILTER (WHERE status = 'rejected') AS rejected,
-    count(*) FILTER (WHERE status = 'recalled') AS recalled,
-    count(*) FILTER (WHERE status = 'offered') AS pending,
-    count(first_touch_at) AS touched,
-    count(*) FILTER (WHERE accept_sla IS NOT NULL OR status = 'recalled') AS accept_sla_ended,
-    count(*) FILTER (WHERE accept_sla = 'met' AND status <> 'recalled') AS accept_sla_met,
-    count(first_touch_sla) AS first_touch_sla_ended,
-    count(*) FILTER (WHERE first_touch_sla = 'met') AS first_touch_sla_met,
-    count(*) FILTER (WHERE outcome = 'won') AS won,
-    count(*) FILTER (WHERE outcome = 'lost') AS lost,
-    count(*) FILTER (WHERE outcome = 'no_decision') AS no_decision,
-    coalesce(sum(amount) FILTER (WHERE outcome = 'won'), 0) AS won_amount,
-    {_BY_REASON},
-    count(*) FILTER (WHERE status = 'rejected' AND (reason IS NULL OR reason NOT IN ({_KNOWN}))) AS "r:other"
+INDEX_SCANS_SQL = """
+SELECT indexrelname, idx_scan, idx_tup_read FROM pg_stat_user_indexes
+WHERE relname IN ('lead_offers', 'leads') ORDER BY relname, indexrelname
 """
-# Nearest rank as PostgreSQL's percentile_disc computes it: the value at position ceil(p·n), NULLs ignored
-# (the same rank as `rn·100 ≥ p·n` for every n up to 2,000,000 in IEEE doubles, checked in Python).
-PERCENTILES = """
-    percentile_disc(ARRAY[0.5, 0.9]) WITHIN GROUP (ORDER BY accept_s) AS accept_pcts,
-    percentile_disc(0.5) WITHIN GROUP (ORDER BY first_touch_s) AS median_time_to_first_touch_s
-"""
-IN_WINDOW = "offered_at >= $1 AND offered_at < $2"
-ONE_QUERY = f"SELECT partner_id, {FILTER_COUNTS}, {PERCENTILES} FROM lead_offers WHERE {IN_WINDOW} GROUP BY partner_id"
-COUNTS_ONLY = f"SELECT partner_id, {FILTER_COUNTS} FROM lead_offers WHERE {IN_WINDOW} GROUP BY partner_id"
-# Per partner (a LATERAL subquery): each partner's offers of the window are one range of an index on
-# (partner_id, offered_at), already in partner order, so nothing sorts 250k rows by partner: only each
-# partner's few hundred values are sorted for its percentiles.
-PER_PARTNER_PERCENTILES = f"""
-SELECT p.partner_id, x.* FROM partners p CROSS JOIN LATERAL (
-    SELECT {PERCENTILES} FROM lead_offers o WHERE o.partner_id = p.partner_id AND {IN_WINDOW}) AS x"""
-PER_PARTNER_ALL = f"""
-SELECT p.partner_id, x.* FROM partners p CROSS JOIN LATERAL (
-    SELECT {FILTER_COUNTS}, {PERCENTILES} FROM lead_offers o WHERE o.partner_id = p.partner_id AND {IN_WINDOW}) AS x"""
-METRIC_COLUMNS = ("status, reason, first_touch_at, accept_sla, first_touch_sla, outcome, amount, accept_s, "
-                  "first_touch_s")
-INDEXES = {
-    "ix_bench_offered_covering": f"(offered_at) INCLUDE (partner_id, {METRIC_COLUMNS})",
-    "ix_bench_partner_offered_pcts": "(partner_id, offered_at) INCLUDE (accept_s, first_touch_s)",
-    "ix_bench_partner_offered_covering": f"(partner_id, offered_at) INCLUDE ({METRIC_COLUMNS})",
-}
-COUNTS, REASONS_Q, ACCEPT_PCTS, FIRST_TOUCH_PCTS = range(4)  # the statements offer_figures sends, in order
-NO_JIT = "SET jit = off"  # LATERAL plans cost more than jit_above_cost at 365 days; JIT only adds time here
-
-
-@dataclass(frozen=True)
-class Variant:
-    name: str
-    statements: tuple[int | str, ...]  # an int: that statement of offer_figures, as sent; a str: scratch SQL
-    index: str | None = None
-    setting: str = ""
-    wide: bool = False  # also timed over the 366-day window
-
-
-VARIANTS = [
-    Variant("current (4 statements)", (COUNTS, REASONS_Q, ACCEPT_PCTS, FIRST_TOUCH_PCTS)),
-    Variant("current, work_mem 64MB", (COUNTS, REASONS_Q, ACCEPT_PCTS, FIRST_TOUCH_PCTS),
-            setting="SET work_mem = '64MB'"),
-    Variant("one GROUP BY: FILTER counts + reasons + percentile_disc", (ONE_QUERY,)),
-    Variant("current + index (offered_at) INCLUDE (partner_id, metric columns)",
-            (COUNTS, REASONS_Q, ACCEPT_PCTS, FIRST_TOUCH_PCTS), index="ix_bench_offered_covering"),
-    Variant("current counts + reasons; percentiles per partner (LATERAL) + index (partner_id, offered_at) "
-            "INCLUDE (accept_s, first_touch_s)", (COUNTS, REASONS_Q, PER_PARTNER_PERCENTILES),
-            index="ix_bench_partner_offered_pcts", setting=NO_JIT),
-    Variant("FILTER counts + reasons in one GROUP BY; percentiles per partner (LATERAL), same index",
-            (COUNTS_ONLY, PER_PARTNER_PERCENTILES), index="ix_bench_partner_offered_pcts", setting=NO_JIT),
-    Variant("everything per partner (LATERAL, one statement) + index (partner_id, offered_at) "
-            "INCLUDE (metric columns)", (PER_PARTNER_ALL,), index="ix_bench_partner_offered_covering",
-            setting=NO_JIT, wide=True),
-]
-_COUNT_NAMES = ("offered", "accepted", "rejected", "recalled", "pending", "touched", "accept_sla_ended",
-                "accept_sla_met", "first_touch_sla_ended", "first_touch_sla_met", "won", "lost", "no_decision")
-EMPTY: dict[str, Any] = {"counts": dict.fromkeys(_COUNT_NAMES, 0), "won_amount": 0.0, "rejected_by_reason": {},
-                         "pcts": (None, None, None)}
-
-
-def _figures_of(rows: list[asyncpg.Record]) -> tuple[dict[str, dict[str, Any]], set[str]]:
-    """Rows of the scratch queries, per partner, shaped like `_normal`'s; and which figures they hold."""
-    out: dict[str, dict[str, Any]] = {}
-    kinds: set[str] = set()
-    for row in rows:
-        data = dict(row)
-        entry = out.setdefault(data["partner_id"], {})
-        if "offered" in data:
-            kinds |= {"counts", "won_amount", "rejected_by_reason"}
-            entry["counts"] = {name: int(data[name]) for name in _COUNT_NAMES}
-            entry["won_amount"] = round(float(data["won_amount"]), 2)
-            entry["rejected_by_reason"] = {k[2:]: int(v) for k, v in data.items() if k.startswith("r:") and v}
-        if "accept_pcts" in data:
-            kinds.add("pcts")
-            pcts = data["accept_pcts"] or [None, None]
-            entry["pcts"] = (pcts[0], pcts[1], data["median_time_to_first_touch_s"])
-    return out, kinds
-
-
-def _normal(figures: Any) -> dict[str, dict[str, Any]]:
-    return {pid: {"counts": f.counts, "won_amount": f.won_amount, "rejected_by_reason": f.rejected_by_reason,
-                  "pcts": (f.median_time_to_accept_s, f.p90_time_to_accept_s, f.median_time_to_first_touch_s)}
-            for (_, pid), f in figures.items()}
-
-
-def _differences(expected: dict[str, dict[str, Any]], got: dict[str, dict[str, Any]], kinds: set[str]) -> int:
-    """Partners for which the figures a variant computes itself differ from offer_figures' (a partner
-    without offers counts as all zeros and no percentiles)."""
-    bad = 0
-    for pid in expected.keys() | got.keys():
-        a, b = {**EMPTY, **expected.get(pid, {})}, {**EMPTY, **got.get(pid, {})}
-        same = all(a[k] == b[k] for k in kinds - {"pcts"})
-        if "pcts" in kinds:
-            same = same and all((x is None and y is None) or (x is not None and y is not None and abs(x - y) < 1e-6)
-                                for x, y in zip(a["pcts"], b["pcts"], strict=True))
-        bad += not same
-    return bad
-
-
-async def _run(conn: asyncpg.Connection, variant: Variant, statements: list[tuple[str, Any]],
-               win: tuple[Any, Any]) -> tuple[float, list[asyncpg.Record]]:
-    """One run of a variant: ms for all its statements; the rows of its scratch statements."""
-    if variant.setting:
-        await conn.execute(variant.setting)
-    rows: list[asyncpg.Record] = []
-    t = time.perf_counter()
-    for item in variant.statements:
-        if isinstance(item, int):
-            await conn.fetch(statements[item][0], *statements[item][1])
-        else:
-            rows += await conn.fetch(item, *win)
-    elapsed = 1000 * (time.perf_counter() - t)
-    if variant.setting:
-        await conn.execute("RESET ALL")
-    return elapsed, rows
-
-
-async def proposals(conn: asyncpg.Connection, statements: list[tuple[str, Any]], win: tuple[Any, Any],
-                    wide: tuple[Any, Any], expected: Any, rounds: int) -> tuple[dict[str, Any], str]:
-    """Each variant `rounds` times after one warm-up, round-robin among the variants of one index setup
-    (the shared machine's noise hits them alike): p50 ms of all its statements, and how many partners'
-    figures differ from offer_figures'. Each index is built, used, and dropped. Also the plan of the
-    one-statement proposal."""
-    reference = _normal(expected)
-    results: dict[str, Any] = {}
-    plan = ""
-    for index in (None, *INDEXES):
-        chosen = [v for v in VARIANTS if v.index == index]
-        if index is not None:
-            t = time.monotonic()
-            await conn.execute(f"CREATE INDEX {index} ON lead_offers {INDEXES[index]}")
-            await conn.execute("ANALYZE lead_offers")
-            size = await conn.fetchval("SELECT pg_size_pretty(pg_relation_size($1::regclass))", index)
-            results[f"build index {index}"] = {"build_s": round(time.monotonic() - t, 1), "size": size}
-        try:
-            times: dict[str, list[float]] = {v.name: [] for v in chosen}
-            for i in range(rounds + 1):
-                for variant in chosen:
-                    elapsed, rows = await _run(conn, variant, statements, win)
-                    if i == 0:
-                        got, kinds = _figures_of(rows)
-                        results[variant.name] = {"partners_differing": _differences(reference, got, kinds)} \
-                            if kinds else {}
-                    else:
-                        times[variant.name].append(elapsed)
-            for variant in chosen:
-                results[variant.name]["p50_ms"] = round(statistics.median(times[variant.name]), 1)
-                if variant.wide:
-                    await _run(conn, variant, statements, wide)
-                    runs = [(await _run(conn, variant, statements, wide))[0] for _ in range(3)]
-                    results[variant.name]["366d_p50_ms"] = round(statistics.median(runs), 1)
-                    await conn.execute(variant.setting or "RESET ALL")
-                    for statement in (item for item in variant.statements if isinstance(item, str)):
-                        rows = await conn.fetch(f"EXPLAIN (ANALYZE, BUFFERS) {statement}", *win)
-                        plan += f"## {variant.name}\n\n{statement}\n\n" + "\n".join(r[0] for r in rows) + "\n"
-                    await conn.execute("RESET ALL")
-        finally:
-            if index is not None:
-                await conn.execute(f"DROP INDEX {index}")
-    return results, f"# Proposal, the last 90 days\n\n{plan}"
 
 
 def _write(path: Path, text: str) -> None:
@@ -493,6 +324,7 @@ async def bench_metrics() -> dict[str, Any]:
     if os.environ.get("BENCH_DATABASE_URL"):
         return {"skipped": "needs a fresh database on 127.0.0.1:5432 (unset BENCH_DATABASE_URL)"}
     from bench.__main__ import drop_database, fresh_database  # here: bench.__main__ imports this module
+    from services.lead_router.metrics.periods import month_calendar
 
     tmp = Path(tempfile.mkdtemp(prefix="lr-bench-metrics-"))
     results: dict[str, Any] = {"offers": OFFERS, "leads": OFFERS, "partners": PARTNERS,
@@ -505,18 +337,23 @@ async def bench_metrics() -> dict[str, Any]:
         conn = await asyncpg.connect(host="127.0.0.1", port=5432, user="postgres", database=db_name)
         try:
             results.update(await load(conn, OFFERS))
+            await conn.execute("SELECT pg_stat_reset()")
             results["http"] = await time_endpoints(db_url, tmp)
+            # which indexes the endpoints read (the process has exited: its statistics are flushed)
+            results["index_scans_during_http"] = {
+                row["indexrelname"]: f"{row['idx_scan']} scans, {row['idx_tup_read']} entries"
+                for row in await conn.fetch(INDEX_SCANS_SQL)}
             end = utcnow()
             plans = []
-            wide = (end - timedelta(days=366), end)
-            for days, win, runs in ((90, (end - timedelta(days=90), end), 5), (366, wide, 3)):
-                figures, statements, expected = await breakdown(db_url, win, runs, ranking=days == 90)
-                results[f"in_process_{days}d"] = figures
-                plans.append(await explain(conn, statements, f"offer_figures, the last {days} days ({OFFERS:,} "
-                                                             f"offers over 365 days, {PARTNERS} partners)"))
-                if days == 90 and ROUNDS > 0:
-                    results["proposals_90d"], plan = await proposals(conn, statements, win, wide, expected, ROUNDS)
-                    plans.append(plan)
+            cases = {"90d": ([(end - timedelta(days=90), end)], 5),
+                     "366d": ([(end - timedelta(days=366), end)], 3),
+                     "4_months": ([(p.start, p.end) for p in month_calendar("UTC").last(4, end)], 5)}
+            for name, (windows, runs) in cases.items():
+                figures, sent = await breakdown(db_url, windows, runs, ranking=name == "90d")
+                results[f"in_process_{name}"] = figures
+                if name != "4_months":
+                    plans.append(await explain(conn, sent, f"offer_figures, {name} ({OFFERS:,} offers over 365 "
+                                                           f"days, {PARTNERS} partners)"))
             await asyncio.to_thread(_write, PLAN_FILE, "\n\n".join(plans))
             results["plan_file"] = str(PLAN_FILE)
         finally:

@@ -68,8 +68,12 @@ class LeadOffer(Base):
     """One offer of a lead to a partner and how it ended: the disposition history metrics read."""
 
     __tablename__ = "lead_offers"
+    # ix_lead_offers_partner_offered covers, on PostgreSQL, every column the metrics read: their per-partner
+    # LATERAL reads are index-only scans of one range each (services/lead_router/metrics/repository.py).
     __table_args__ = (Index("ix_lead_offers_lead_partner", "lead_id", "partner_id"),
-                      Index("ix_lead_offers_partner_offered", "partner_id", "offered_at"),
+                      Index("ix_lead_offers_partner_offered", "partner_id", "offered_at",
+                            postgresql_include=["status", "reason", "first_touch_at", "accept_sla", "first_touch_sla",
+                                                "outcome", "amount", "accept_s", "first_touch_s"]),
                       Index("ix_lead_offers_offered_partner", "offered_at", "partner_id"))
 
     offer_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
