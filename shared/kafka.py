@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
@@ -32,7 +33,38 @@ Handler = Callable[[AsyncSession, CloudEvent], Awaitable[None]]
 BatchHandler = Callable[[AsyncSession, list[CloudEvent]], Awaitable[None]]
 
 TOPIC_ALREADY_EXISTS = 36
+POSITION_CHECK_S = 5.0  # how often a consumer compares its positions with the ends of the logs
 
+
+class OncePerMinute(logging.Filter):
+    """Let each distinct message through once a minute: aiokafka logs a failed offset commit or an
+    unreachable node on every retry, thousands of identical lines while a broker restarts."""
+
+    def __init__(self, every_s: float = 60.0) -> None:
+        super().__init__()
+        self.every_s = every_s
+        self.seen: dict[str, float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith("aiokafka"):
+            return True
+        key = f"{record.name}:{record.getMessage()}"
+        now = time.monotonic()
+        if now - self.seen.get(key, -self.every_s) < self.every_s:
+            return False
+        if len(self.seen) > 10_000:
+            self.seen.clear()
+        self.seen[key] = now
+        return True
+
+
+def quiet_kafka_logs() -> None:
+    """aiokafka: warnings and errors only, each distinct line at most once a minute (a filter on the root
+    logger's handlers, since aiokafka logs under many module names)."""
+    logging.getLogger("aiokafka").setLevel(max(logging.WARNING, logging.getLogger().level))
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, OncePerMinute) for f in handler.filters):
+            handler.addFilter(OncePerMinute())
 
 async def ensure_topics(settings: Settings, names: list[str] | None = None) -> None:
     """Create the service topics with their partitions (a broker's auto-create would give one)."""
@@ -146,13 +178,14 @@ class ConsumerLoop:
         self.consumer: AIOKafkaConsumer | None = None
         self.handled = 0
         self.last_error: str | None = None
+        self._stopping: set[asyncio.Task[None]] = set()
 
     async def run(self) -> None:
         backoff = 0.5
         while True:
             consumer = make_consumer(self.settings, group_id=self.group_id)
             try:
-                await consumer.start()
+                await asyncio.wait_for(consumer.start(), 30)
                 consumer.subscribe(self.topics, listener=_Rebalance(self))
                 self.consumer = consumer
                 backoff = 0.5
@@ -166,13 +199,14 @@ class ConsumerLoop:
                 backoff = min(backoff * 2, 10)
             finally:
                 self.consumer = None
-                try:
-                    await consumer.stop()
-                except Exception:  # noqa: BLE001 - stopping a broken consumer must not mask the cause
-                    log.debug("%s: consumer stop failed", self.name, exc_info=True)
+                await self._abandon(consumer)
 
     async def _consume(self, consumer: AIOKafkaConsumer) -> None:
+        checked = 0.0
         while True:
+            if time.monotonic() - checked > POSITION_CHECK_S:
+                checked = time.monotonic()
+                await self._rewind_past_end(consumer)
             batches = await consumer.getmany(timeout_ms=500, max_records=500)
             if not batches:
                 continue
@@ -189,6 +223,37 @@ class ConsumerLoop:
                 for event in events:
                     await self._process_with_retry(event)
             await consumer.commit({tp: records[-1].offset + 1 for tp, records in batches.items()})
+
+    async def _abandon(self, consumer: AIOKafkaConsumer) -> None:
+        """Stop a consumer, waiting 5 s at most. Leaving the group through a coordinator that died with the
+        broker can hang, and not even cancellation ends it (wait_for would wait for ever): such a stop is
+        left to finish or fail in the background while a new consumer takes over."""
+        task = asyncio.create_task(consumer.stop())
+        self._stopping.add(task)
+        task.add_done_callback(self._stopping.discard)
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())  # retrieved: never "never retrieved"
+        await asyncio.wait({task}, timeout=5)
+        if not task.done():
+            log.warning("%s: the old consumer did not stop within 5s; starting a new one anyway", self.name)
+
+    async def _rewind_past_end(self, consumer: AIOKafkaConsumer) -> None:
+        """A broker that lost its log (the bundled one keeps nothing across a restart) leaves positions and
+        committed offsets past the end of the new, shorter log, and a fetch there waits for records that
+        will never come. Such a partition is read again from its start: every event on it is new to this
+        broker, and the ones already handled are skipped by their id."""
+        assigned = list(consumer.assignment())
+        if not assigned:
+            return
+        ends = await asyncio.wait_for(consumer.end_offsets(assigned), 10)
+        behind = []
+        for tp in assigned:
+            position = await asyncio.wait_for(consumer.position(tp), 10)
+            if position > ends[tp]:
+                behind.append(f"{tp.topic}[{tp.partition}] at {position} of {ends[tp]}")
+                consumer.seek(tp, 0)
+        if behind:
+            log.warning("%s: positions past the end of the log (the broker lost it?): %s; reading those "
+                        "partitions from the start", self.name, ", ".join(behind))
 
     async def _process_with_retry(self, event: CloudEvent) -> None:
         attempt = 0
@@ -212,6 +277,56 @@ class ConsumerLoop:
             log.error("%s: skipping a record that is not a CloudEvent at %s:%s", self.name, record.partition,
                       record.offset)
             return None
+
+
+class LogWatch:
+    """Tells whether the broker lost the logs a relay published to, as the bundled broker does when it
+    restarts empty: a partition that is gone, or whose end offset went backwards since the last look.
+    (End offsets, not acknowledged offsets, are compared with end offsets: the bundled broker reports a
+    log's end as the start of its last batch, so only its own figures compare.)"""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.consumer: AIOKafkaConsumer | None = None
+        self.ends: dict[tuple[str, int], int] = {}
+
+    async def lost(self, published: Iterable[tuple[str, int]]) -> list[str]:
+        """What the broker lost of the partitions published to (or looked at before)."""
+        partitions = set(published) | set(self.ends)
+        if not partitions:
+            return []
+        return await asyncio.wait_for(self._lost(partitions), 10)
+
+    async def _lost(self, partitions: set[tuple[str, int]]) -> list[str]:
+        if self.consumer is None:
+            consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.bootstrap, group_id=None,
+                                        request_timeout_ms=5000)
+            try:
+                await consumer.start()
+            except BaseException:
+                await consumer.stop()
+                raise
+            self.consumer = consumer
+        await self.consumer.topics()  # fresh metadata
+        out, present = [], []
+        for topic, partition in sorted(partitions):
+            if partition in (self.consumer.partitions_for_topic(topic) or set()):
+                present.append(TopicPartition(topic, partition))
+            else:
+                out.append(f"{topic}[{partition}] is gone")
+                self.ends.pop((topic, partition), None)
+        ends = await self.consumer.end_offsets(present) if present else {}
+        for tp in present:
+            key, end = (tp.topic, tp.partition), ends[tp]
+            if end < self.ends.get(key, 0):
+                out.append(f"{tp.topic}[{tp.partition}] ends at {end}, was {self.ends[key]}")
+            self.ends[key] = end
+        return out
+
+    async def close(self) -> None:
+        if self.consumer is not None:
+            consumer, self.consumer = self.consumer, None
+            await consumer.stop()
 
 
 class GroupLag:

@@ -11,8 +11,13 @@ time, which keeps per-lead order when several lead_router instances run.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
+import os
+import time
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import delete, func, select, text, update
@@ -21,15 +26,16 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
 from shared.config import Settings
-from shared.db import is_postgres
+from shared.db import is_postgres, is_sqlite
 from shared.events import CloudEvent, encode, new_event
-from shared.kafka import make_producer
-from shared.models import OutboxMessage, utcnow
-from shared.tasks import TaskGroup, retry_forever
+from shared.kafka import LogWatch, ensure_topics, make_producer
+from shared.models import OutboxMessage, ProcessedEvent, utcnow
+from shared.tasks import TaskGroup, every, retry_forever
 
 log = logging.getLogger(__name__)
 
 RELAY_LOCK_KEY = 746_215_001
+LOG_CHECK_S = 2.0  # how often a relay checks that the broker still holds what it published
 LOCK_BUSY = -1
 
 _wake: asyncio.Event | None = None
@@ -64,8 +70,18 @@ async def backlog(session: AsyncSession) -> int:
 
 class OutboxRelay:
     def __init__(self, sessions: async_sessionmaker[AsyncSession], producer: Any, *, batch_size: int = 500,
-                 poll_interval_s: float = 0.2, max_backoff_s: float = 5.0) -> None:
+                 poll_interval_s: float = 0.2, max_backoff_s: float = 5.0, lock_path: Path | None = None,
+                 watch: LogWatch | None = None, replay_margin_s: float = 300.0) -> None:
         self.sessions = sessions
+        self.lock_path = lock_path  # SQLite: the file whose lock makes this the one relay publishing
+        # Broker loss: the highest offset acknowledged per (topic, partition), checked against the logs.
+        self.watch = watch
+        self.replay_margin = timedelta(seconds=replay_margin_s)
+        self.marks: dict[tuple[str, int], int] = {}
+        self.healthy_at: datetime | None = None  # when the broker last held everything we published
+        self.checked = 0.0
+        self.suspect = True  # check before publishing: at start-up, and after any failure
+        self.ensure_topics: Callable[[], Awaitable[None]] | None = None
         self.producer = producer
         self.batch_size = batch_size
         self.poll_interval_s = poll_interval_s
@@ -73,15 +89,25 @@ class OutboxRelay:
         self.published = 0
 
     async def run(self) -> None:
+        try:
+            await self._run()
+        finally:
+            if self.watch is not None:
+                await self.watch.close()
+
+    async def _run(self) -> None:
         wake = _wake_event()
         backoff = 0.05
         while True:
             try:
+                if self.watch is not None and (self.suspect or time.monotonic() - self.checked > LOG_CHECK_S):
+                    await self.verify()
                 sent = await self.publish_batch()
                 backoff = 0.05
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # broker down, database busy: keep the rows, try again later
+                self.suspect = True
                 log.warning("outbox relay: publish failed (%s); retrying in %.2fs", exc, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self.max_backoff_s)
@@ -98,6 +124,21 @@ class OutboxRelay:
                 pass
 
     async def publish_batch(self) -> int:
+        """Publish the oldest unsent rows, in id order; their count, 0 when there were none, or LOCK_BUSY.
+
+        One relay publishes at a time, so a lead's events keep their order. On PostgreSQL a
+        transaction-scoped advisory lock says which; its transaction only reads, so it blocks no writer
+        while it waits for the broker. On SQLite every transaction takes the database's write lock, so
+        the rows are read in one short transaction and marked sent in another, the broker is waited for
+        in between with no transaction open, and a lock on a file beside the database says which relay
+        publishes."""
+        if self.lock_path is not None:
+            with _FileLock(self.lock_path) as held:
+                if not held:
+                    return LOCK_BUSY
+                async with self.sessions() as session, session.begin():
+                    rows = await self._unsent(session)
+                return await self._publish(rows)
         async with self.sessions() as session:
             if is_postgres(session):
                 locked = await session.scalar(text("SELECT pg_try_advisory_xact_lock(:k)"),
@@ -105,35 +146,98 @@ class OutboxRelay:
                 if not locked:
                     await session.rollback()
                     return LOCK_BUSY
-            rows = (await session.scalars(
-                select(OutboxMessage).where(OutboxMessage.sent_at.is_(None))
-                .order_by(OutboxMessage.id).limit(self.batch_size))).all()
-            if not rows:
-                await session.rollback()
-                return 0
-            ids = [r.id for r in rows]
-            headers = [("content-type", b"application/cloudevents+json")]
-            try:
-                futures = [await self.producer.send(r.topic, r.payload, key=r.key.encode(), headers=headers)
-                           for r in rows]
-                await asyncio.gather(*futures)
-            except Exception as exc:
+            rows = await self._unsent(session)
+            return await self._publish(rows)
+
+    async def verify(self) -> None:
+        """Check that the broker still holds what this relay published; if it lost it (a broker restarted
+        empty), publish again every event sent since shortly before it was last seen whole. Consumers are
+        idempotent on the event id, so what they had already handled is skipped; what they had not seen
+        yet (events published, then lost with the broker) reaches them. Raises while the broker is away."""
+        assert self.watch is not None
+        lost = await self.watch.lost(self.marks.keys())
+        if lost:
+            await self._replay(lost)
+        self.checked, self.suspect, self.healthy_at = time.monotonic(), False, utcnow()
+
+    async def _replay(self, lost: list[str]) -> None:
+        if self.ensure_topics is not None:
+            await self.ensure_topics()
+        since = (self.healthy_at or utcnow()) - self.replay_margin
+        async with self.sessions() as session, session.begin():
+            result = await session.execute(update(OutboxMessage).where(OutboxMessage.sent_at >= since)
+                                           .values(sent_at=None))
+        count = int(getattr(result, "rowcount", 0) or 0)
+        self.marks.clear()
+        log.warning("outbox relay: the broker lost events it had acknowledged (%s); publishing again the %d "
+                    "event(s) sent since %s", "; ".join(lost[:5]), count, since.isoformat())
+
+    async def _unsent(self, session: AsyncSession) -> list[OutboxMessage]:
+        return list((await session.scalars(
+            select(OutboxMessage).where(OutboxMessage.sent_at.is_(None))
+            .order_by(OutboxMessage.id).limit(self.batch_size))).all())
+
+    async def _publish(self, rows: list[OutboxMessage]) -> int:
+        """Send `rows` and wait for every acknowledgement, then mark them sent (in a transaction of their
+        own); on failure count the attempt and raise, leaving them unsent."""
+        if not rows:
+            return 0
+        ids = [r.id for r in rows]
+        headers = [("content-type", b"application/cloudevents+json")]
+        try:
+            futures = [await self.producer.send(r.topic, r.payload, key=r.key.encode(), headers=headers)
+                       for r in rows]
+            acks = await asyncio.gather(*futures)
+        except Exception as exc:
+            async with self.sessions() as session, session.begin():
                 await session.execute(update(OutboxMessage).where(OutboxMessage.id.in_(ids)).values(
                     attempts=OutboxMessage.attempts + 1, last_error=str(exc)[:500]))
-                await session.commit()
-                raise
+            raise
+        async with self.sessions() as session, session.begin():
             await session.execute(update(OutboxMessage).where(OutboxMessage.id.in_(ids))
                                   .values(sent_at=utcnow(), attempts=OutboxMessage.attempts + 1))
-            await session.commit()
-            self.published += len(rows)
-            return len(rows)
+        self.published += len(rows)
+        backwards = [f"{a.topic}[{a.partition}] acknowledged offset {a.offset} after "
+                     f"{self.marks[(a.topic, a.partition)]}"
+                     for a in acks if a.offset <= self.marks.get((a.topic, a.partition), -1)]
+        if backwards and self.watch is not None:  # the log restarted under us between two checks
+            await self._replay(backwards)
+        for ack in acks:
+            key = (ack.topic, ack.partition)
+            self.marks[key] = max(ack.offset, self.marks.get(key, -1))
+        return len(rows)
 
-    async def purge_sent(self, older_than: datetime) -> int:
-        """Delete published rows past their retention; unsent rows are never touched."""
-        async with self.sessions() as session, session.begin():
-            result = await session.execute(delete(OutboxMessage).where(
-                OutboxMessage.sent_at.is_not(None), OutboxMessage.sent_at < older_than))
-            return int(getattr(result, "rowcount", 0) or 0)
+def relay_lock_path(settings: Settings) -> Path | None:
+    """For a SQLite file database, the lock file beside it that the relays of all processes share."""
+    url = settings.database_url
+    if not is_sqlite(url) or ":///" not in url:
+        return None
+    path = url.split(":///", 1)[1].split("?", 1)[0]
+    return None if not path or path == ":memory:" else Path(path + ".relay-lock")
+
+
+class _FileLock:
+    """A non-blocking exclusive lock on a file (fcntl); `with` yields whether it was taken."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fd: int | None = None
+
+    def __enter__(self) -> bool:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self.fd = fd
+        return True
+
+    def __exit__(self, *_: object) -> None:
+        if self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
 
 
 async def start_relay(state: Any, settings: Settings, group: TaskGroup, name: str) -> OutboxRelay:
@@ -143,14 +247,26 @@ async def start_relay(state: Any, settings: Settings, group: TaskGroup, name: st
     await retry_forever("starting the producer", producer.start)
     state.producer = producer
     relay = OutboxRelay(state.sessions, producer, batch_size=settings.relay_batch_size,
-                        poll_interval_s=settings.relay_poll_interval_s)
+                        poll_interval_s=settings.relay_poll_interval_s, lock_path=relay_lock_path(settings),
+                        watch=LogWatch(settings), replay_margin_s=settings.replay_margin_s)
+    relay.ensure_topics = lambda: ensure_topics(settings)
     state.relay = relay
     group.start(name, relay.run())
-    group.start(f"{name}-purge", _purge_forever(relay))
+    group.start(f"{name}-retention", every(3600, "purging published events and processed event ids",
+                                           lambda: purge_old(state.sessions), first_after_s=60))
     return relay
 
 
-async def _purge_forever(relay: OutboxRelay, retention: timedelta = timedelta(days=7)) -> None:
-    while True:
-        await asyncio.sleep(3600)
-        await relay.purge_sent(utcnow() - retention)
+RETENTION = timedelta(days=7)
+
+
+async def purge_old(sessions: async_sessionmaker[AsyncSession], retention: timedelta = RETENTION) -> tuple[int, int]:
+    """Delete published outbox rows and consumers' processed event ids older than `retention` (7 days: past
+    any redelivery or replay, so an id is remembered as long as its event can come back). Unsent rows are
+    never touched. Returns (outbox rows, processed ids) deleted."""
+    cutoff = utcnow() - retention
+    async with sessions() as session, session.begin():
+        sent = await session.execute(delete(OutboxMessage).where(
+            OutboxMessage.sent_at.is_not(None), OutboxMessage.sent_at < cutoff))
+        seen = await session.execute(delete(ProcessedEvent).where(ProcessedEvent.processed_at < cutoff))
+    return int(getattr(sent, "rowcount", 0) or 0), int(getattr(seen, "rowcount", 0) or 0)
