@@ -2,14 +2,35 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 from functools import lru_cache
+from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from standardwebhooks import Webhook
 
 WEBHOOK_SECRET_PREFIX = "LEADROUTER_WEBHOOK_SECRET_"
+
+
+def webhook_secret_problem(value: str) -> str | None:
+    """What is wrong with a Standard Webhooks secret (`whsec_` and at least 16 bytes of base64), or None."""
+    if not value.startswith("whsec_"):
+        return "it must start with whsec_"
+    try:
+        key = base64.b64decode(value.removeprefix("whsec_"), validate=True)
+    except (binascii.Error, ValueError):
+        return "what follows whsec_ is not base64"
+    if len(key) < 16:
+        return "the key is shorter than 16 bytes"
+    try:
+        Webhook(value)
+    except Exception as exc:  # noqa: BLE001 - the library raises several kinds
+        return str(exc)
+    return None
 
 
 class Settings(BaseSettings):
@@ -43,8 +64,14 @@ class Settings(BaseSettings):
     relay_batch_size: int = Field(default=500, ge=1)
     reconcile_interval_s: float = Field(default=30.0, gt=0)
     reconcile_grace_s: float = Field(default=10.0, ge=0)
+    # A broker that lost acknowledged events (the bundled one restarted): publish again what was sent since
+    # this long before it was last seen whole (consumers skip what they handled already).
+    replay_margin_s: float = Field(default=300.0, ge=0)
 
     max_body_bytes: int = 256 * 1024
+    # A webhook source with no secret configured: `accept` it (make run, trying things out) or `reject` it
+    # with 404 (production: nobody may post leads under a made-up source name).
+    unconfigured_sources: Literal["accept", "reject"] = "accept"
     fiscal_year_start_month: int = Field(default=1, ge=1, le=12)
     # Metrics: the vendor's calendar (months and vendor quarters start at midnight here), the strength of
     # the prior each score part is shrunk toward its tier, and for the `performance` strategy the window of
@@ -78,6 +105,17 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _webhook_secrets(self) -> Settings:
+        """A malformed `LEADROUTER_WEBHOOK_SECRET_<SOURCE>` stops the start naming the variable, instead of
+        failing every webhook of that source later."""
+        for name, value in os.environ.items():
+            if name.startswith(WEBHOOK_SECRET_PREFIX) and value:
+                problem = webhook_secret_problem(value)
+                if problem:
+                    raise ValueError(f"{name} is not a Standard Webhooks secret (whsec_<base64>): {problem}")
+        return self
 
     @property
     def monitor_base_url(self) -> str:

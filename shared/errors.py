@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import uuid
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -10,6 +12,8 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -102,6 +106,15 @@ def install_error_handlers(app: FastAPI) -> None:
         # The database is unreachable or overloaded: nothing was stored; the sender should retry.
         return problem(503, "Service unavailable", "The database is unavailable; nothing was stored. Retry later.",
                        slug="database-unavailable", headers={"Retry-After": "5"})
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # A bug, not bad input: a problem document with an id that is also in the log, never a stack trace.
+        error_id = uuid.uuid4().hex
+        log.error("unexpected error %s on %s %s", error_id, request.method, request.url.path, exc_info=exc)
+        return problem(500, "Internal server error",
+                       f"Something went wrong on our side; nothing was stored. Error id {error_id}.",
+                       slug="internal-error", headers={"X-Error-Id": error_id})
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:

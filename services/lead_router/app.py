@@ -32,6 +32,7 @@ from shared.config import Settings, get_settings
 from shared.db import create_engine, session_factory
 from shared.errors import install_error_handlers
 from shared.kafka import ConsumerLoop, GroupLag, ensure_topics
+from shared.limits import BodyGuard
 from shared.models import Lead
 from shared.observability import RequestMetrics, install_probes
 from shared.outbox import backlog, start_relay
@@ -40,6 +41,7 @@ from shared.tasks import TaskGroup, retry_forever
 log = logging.getLogger("lead_router")
 
 ROUTER_GROUP = "lead-router"
+SIMULATE_MAX_BYTES = 2 * 1024 * 1024  # up to 1,000 leads to simulate
 
 
 async def _run_kafka_parts(app: FastAPI, settings: Settings) -> None:
@@ -117,5 +119,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (intake_router, partners_router, routing_router, leads_router, partner_router, metrics_router,
                    scorecard_router, ui_router):
         app.include_router(router)
+    app.add_middleware(BodyGuard, admin_token=lambda: app.state.settings.admin_token, open_paths=("/v1/webhooks/",),
+                       limits={"/v1/webhooks/": settings.max_body_bytes, "/v1/routing/simulate": SIMULATE_MAX_BYTES})
     app.add_middleware(RequestMetrics, registry=registry)
     return app

@@ -52,7 +52,7 @@ async def current_partner(request: Request, session: SessionDep) -> Partner:
     if key is None or key.revoked_at is not None or not secret_matches(secret, key.secret_hash):
         raise Unauthorized("A valid partner API key is required.")
     partner = await session.scalar(select(Partner).where(Partner.partner_id == key.partner_id))
-    if partner is None:
+    if partner is None or not partner.active:  # a deactivated partner's keys open nothing
         raise Unauthorized("A valid partner API key is required.")
     return partner
 

@@ -28,6 +28,7 @@ from shared.config import Settings, get_settings
 from shared.db import create_engine
 from shared.errors import install_error_handlers
 from shared.kafka import GroupLag, ensure_topics
+from shared.limits import BodyGuard
 from shared.models import SlaAlert
 from shared.observability import RequestMetrics, install_probes
 from shared.outbox import backlog, start_relay
@@ -117,5 +118,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_probes(app, registry, refresh_metrics)
     app.include_router(policies_router)
     app.include_router(alerts_router)
+    app.add_middleware(BodyGuard, admin_token=lambda: app.state.settings.admin_token, limits={})
     app.add_middleware(RequestMetrics, registry=registry)
     return app

@@ -17,13 +17,19 @@ POLICY = {"accept_within": "PT2H", "first_touch_within": "P1D", "report_back_eve
 
 
 
-async def test_default_falls_back_to_the_builtin_until_stored(monitor: httpx.AsyncClient) -> None:
-    got = await monitor.get("/v1/sla/policies/default")
+async def test_default_falls_back_to_the_builtin_until_stored(monitor: httpx.AsyncClient,
+                                                               admin: dict[str, str]) -> None:
+    got = await monitor.get("/v1/sla/policies/default", headers=admin)
     assert got.status_code == 200
     assert got.json() | {"updated_at": None} == {
         "name": "default", "accept_within": "PT4H", "first_touch_within": "PT24H", "report_back_every": "P7D",
         "clock": "business_hours", "on_accept_breach": "alert", "builtin": True, "updated_at": None}
-    assert_problem(await monitor.get("/v1/sla/policies/acme"), 404)
+    assert_problem(await monitor.get("/v1/sla/policies/acme", headers=admin), 404)
+
+
+async def test_reading_a_policy_needs_the_admin_token(monitor: httpx.AsyncClient) -> None:
+    for headers in ({}, {"Authorization": "Bearer nope"}):
+        assert_problem(await monitor.get("/v1/sla/policies/default", headers=headers), 401)
 
 
 async def test_put_creates_then_replaces(monitor: httpx.AsyncClient, admin: dict[str, str]) -> None:
@@ -33,10 +39,10 @@ async def test_put_creates_then_replaces(monitor: httpx.AsyncClient, admin: dict
     assert created.json()["builtin"] is False
     replaced = await monitor.put("/v1/sla/policies/default", json=POLICY | {"clock": "business_hours"}, headers=admin)
     assert replaced.status_code == 200
-    assert (await monitor.get("/v1/sla/policies/default")).json()["clock"] == "business_hours"
+    assert (await monitor.get("/v1/sla/policies/default", headers=admin)).json()["clock"] == "business_hours"
     partner = await monitor.put("/v1/sla/policies/acme", json=POLICY, headers=admin)
     assert partner.status_code == 201
-    assert (await monitor.get("/v1/sla/policies/acme")).json()["name"] == "acme"
+    assert (await monitor.get("/v1/sla/policies/acme", headers=admin)).json()["name"] == "acme"
 
 
 async def test_put_needs_the_admin_token(monitor: httpx.AsyncClient, monitor_app: FastAPI) -> None:
@@ -67,4 +73,4 @@ async def test_invalid_policies_are_422_and_nothing_is_stored(monitor: httpx.Asy
 
 async def test_bad_names(monitor: httpx.AsyncClient, admin: dict[str, str]) -> None:
     assert_problem(await monitor.put("/v1/sla/policies/" + "x" * 65, json=POLICY, headers=admin), 422)
-    assert_problem(await monitor.get("/v1/sla/policies/-bad"), 422)
+    assert_problem(await monitor.get("/v1/sla/policies/-bad", headers=admin), 422)

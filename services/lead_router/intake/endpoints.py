@@ -9,7 +9,15 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from services.lead_router.intake.schemas import IntakeAccepted, LeadIn
 from shared.config import Settings
-from shared.errors import AppError, PayloadTooLarge, Unauthorized, ValidationFailed, field_errors, problem_responses
+from shared.errors import (
+    AppError,
+    NotFound,
+    PayloadTooLarge,
+    Unauthorized,
+    ValidationFailed,
+    field_errors,
+    problem_responses,
+)
 
 router = APIRouter(tags=["intake"])
 
@@ -47,7 +55,7 @@ def _verify(secret: str, body: bytes, request: Request) -> None:
 
 @router.post("/v1/webhooks/{source}", status_code=202, response_model=IntakeAccepted,
              responses={200: {"model": IntakeAccepted, "description": "Duplicate: the lead already exists."},
-                        **problem_responses(400, 401, 413, 422)},
+                        **problem_responses(400, 401, 404, 413, 422)},
              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
                  "schema": LeadIn.model_json_schema(ref_template="#/components/schemas/{model}")}}}})
 async def receive_lead(source: Source, request: Request) -> Response:
@@ -56,11 +64,14 @@ async def receive_lead(source: Source, request: Request) -> Response:
     202 once the lead and its `lead.received` event are durably stored; routing follows asynchronously.
     A repeat of the same `(source, external_id)` or `webhook-id` answers 200 with the same `lead_id` and
     `"duplicate": true`. When `LEADROUTER_WEBHOOK_SECRET_<SOURCE>` is set, a valid Standard Webhooks
-    signature is required (five minutes of tolerance).
+    signature is required (five minutes of tolerance). With `LEADROUTER_UNCONFIGURED_SOURCES=reject` (the
+    production setting) a source without a secret answers 404 and stores nothing.
     """
     settings: Settings = request.app.state.settings  # the hot path: no dependency to solve
-    body = await _read_body(request, settings.max_body_bytes)
     secret = settings.webhook_secret(source)
+    if secret is None and settings.unconfigured_sources == "reject":
+        raise NotFound(f"No source {source!r} is configured here.")
+    body = await _read_body(request, settings.max_body_bytes)
     if secret:
         _verify(secret, body, request)
     try:

@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import holidays
 from pydantic import (
+    AfterValidator,
     AnyHttpUrl,
     BaseModel,
     ConfigDict,
@@ -30,13 +31,28 @@ def _holiday_countries() -> frozenset[str]:
     return frozenset(holidays.list_supported_countries())
 
 
+def _upper_within(max_length: int) -> AfterValidator:
+    """Upper-case, then check the length again: upper-casing can lengthen text (`ß` becomes `SS`), and
+    what is stored must still fit what is read back."""
+    def check(value: str) -> str:
+        value = value.upper()
+        if len(value) > max_length:
+            raise ValueError(f"at most {max_length} characters once upper-cased")
+        return value
+    return AfterValidator(check)
+
+
+Region = Annotated[str, StringConstraints(min_length=1, max_length=10), _upper_within(10)]
+PostalPrefix = Annotated[str, StringConstraints(min_length=1, max_length=12, strip_whitespace=True),
+                         _upper_within(12)]
+
+
 class Territory(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     country: CountryCode
-    regions: list[Annotated[str, StringConstraints(min_length=1, max_length=10, to_upper=True)]] | None = None
-    postal_prefixes: list[Annotated[str, StringConstraints(min_length=1, max_length=12,
-                                                           strip_whitespace=True, to_upper=True)]] | None = None
+    regions: list[Region] | None = None
+    postal_prefixes: list[PostalPrefix] | None = None
 
 
 class Capacity(BaseModel):

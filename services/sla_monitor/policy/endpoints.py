@@ -9,14 +9,14 @@ from services.sla_monitor.policy import service
 from services.sla_monitor.policy.schemas import POLICY_NAME_PATTERN, PolicyBody, PolicyRead
 from shared.errors import problem_responses
 
-router = APIRouter(prefix="/v1/sla/policies", tags=["SLA policies"], responses=problem_responses(422))
+router = APIRouter(prefix="/v1/sla/policies", tags=["SLA policies (admin)"], dependencies=[AdminDep],
+                   responses=problem_responses(401, 422))
 
 PolicyName = Annotated[str, Path(pattern=POLICY_NAME_PATTERN,
                                  description="`default`, or a partner id: that partner's own policy.")]
 
 
-@router.put("/{name}", response_model=PolicyRead, dependencies=[AdminDep],
-            responses={201: {"model": PolicyRead}, **problem_responses(401)})
+@router.put("/{name}", response_model=PolicyRead, responses={201: {"model": PolicyRead}})
 async def put_policy(name: PolicyName, body: PolicyBody, session: SessionDep, response: Response) -> PolicyRead:
     """Create (201) or replace (200) an SLA policy (admin). It applies to clocks opened from now on; clocks
     already running keep the due time they were opened with.
@@ -32,5 +32,5 @@ async def put_policy(name: PolicyName, body: PolicyBody, session: SessionDep, re
 
 @router.get("/{name}", response_model=PolicyRead, responses=problem_responses(404))
 async def get_policy(name: PolicyName, session: SessionDep) -> PolicyRead:
-    """A stored policy; `default` falls back to the built-in default (`builtin: true`) until one is stored."""
+    """A stored policy (admin); `default` falls back to the built-in default (`builtin: true`) until one is stored."""
     return await service.get_policy(session, name)

@@ -284,3 +284,19 @@ async def test_concurrent_webhooks_are_group_committed_without_losing_or_doublin
     assert sum(r.status_code == 202 for r in responses) == 31
     assert await count_rows(app, Lead) == 31
     assert await count_rows(app, OutboxMessage) == 31
+
+
+async def test_unconfigured_sources_are_refused_when_so_configured(
+        client: httpx.AsyncClient, app: FastAPI, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With `LEADROUTER_UNCONFIGURED_SOURCES=reject` only a source with a secret takes leads: an unsigned post
+    to a made-up source (`generic2` next to a signed `generic`) is 404 and stores nothing."""
+    secret = new_secret()
+    monkeypatch.setenv("LEADROUTER_WEBHOOK_SECRET_GENERIC", secret)
+    app.state.settings = app.state.settings.model_copy(update={"unconfigured_sources": "reject"})
+    assert_problem(await post_lead(client, "generic2"), 404)
+    assert await stored(app) == (0, 0, 0)
+    payload = orjson.dumps(lead_body(external_id="signed-2")).decode()
+    response = await client.post("/v1/webhooks/generic", content=payload, headers=signed(secret, payload))
+    assert response.status_code == 202, response.text
+    app.state.settings = app.state.settings.model_copy(update={"unconfigured_sources": "accept"})
+    assert (await post_lead(client, "generic2")).status_code == 202  # `make run`: any source name

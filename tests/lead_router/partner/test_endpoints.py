@@ -117,6 +117,10 @@ async def test_admin_token_required(client: httpx.AsyncClient, admin: dict[str, 
     ("acme", partner_body(capacity={"max_open_leads": 2**40}), "capacity.max_open_leads"),
     ("acme", partner_body(fiscal_year_start_month=2**70), "fiscal_year_start_month"),
     ("acme", partner_body(name="Acme\x00"), "name"),
+    # upper-casing lengthens `ß` to `SS`: the length is checked again after it (it was a 500)
+    ("acme", partner_body(territories=[{"country": "DE", "regions": ["ßßßßßß"]}]), "territories.0.regions.0"),
+    ("acme", partner_body(territories=[{"country": "DE", "postal_prefixes": ["ß" * 12]}]),
+     "territories.0.postal_prefixes.0"),
     ("acme", {"tier": "gold"}, "name"),
     ("bad%20id", partner_body(), "partner_id"),
     ("-acme", partner_body(), "partner_id"),
@@ -189,3 +193,14 @@ async def test_bad_partner_key_is_401(client: httpx.AsyncClient, admin: dict[str
     await partner_auth(client, admin, "acme")
     response = await client.get("/v1/partner/leads", headers={"Authorization": f"Bearer {token}"})
     assert_problem(response, 401)
+
+
+async def test_a_deactivated_partners_keys_open_nothing(client: httpx.AsyncClient, admin: dict[str, str]) -> None:
+    await make_partner(client, admin, "acme")
+    auth = await partner_auth(client, admin, "acme")
+    assert (await client.get("/v1/partner/leads", headers=auth)).status_code == 200
+    await make_partner(client, admin, "acme", active=False)
+    assert_problem(await client.get("/v1/partner/leads", headers=auth), 401)
+    assert_problem(await client.get("/v1/partner/scorecard", headers=auth), 401)
+    await make_partner(client, admin, "acme", active=True)
+    assert (await client.get("/v1/partner/leads", headers=auth)).status_code == 200

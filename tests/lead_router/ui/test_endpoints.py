@@ -12,6 +12,8 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from tests.conftest import ADMIN_TOKEN
+
 PROBLEM = "application/problem+json"
 
 
@@ -85,7 +87,7 @@ class FakeMonitor:
 
     async def handle(self, request: httpx.Request) -> httpx.Response:
         self.seen.append(request)
-        if request.headers.get("authorization") != "Bearer good":
+        if request.headers.get("authorization") != f"Bearer {ADMIN_TOKEN}":
             return httpx.Response(401, json={"type": "x", "title": "Unauthorized", "status": 401, "detail": "no"},
                                   headers={"Content-Type": PROBLEM, "WWW-Authenticate": "Bearer"})
         if request.url.path == "/v1/alerts/stream":
@@ -121,7 +123,7 @@ async def monitor(app: FastAPI) -> AsyncIterator[FakeMonitor]:
             app.state.monitor_client = real
 
 
-GOOD = {"Authorization": "Bearer good"}
+GOOD = {"Authorization": f"Bearer {ADMIN_TOKEN}"}  # lead_router checks it before reading a body
 
 
 async def test_alert_list_passes_query_token_status_and_body_through(client: httpx.AsyncClient,
@@ -133,7 +135,7 @@ async def test_alert_list_passes_query_token_status_and_body_through(client: htt
     [seen] = monitor.seen
     assert (seen.method, seen.url.path) == ("GET", "/v1/alerts")
     assert seen.url.query == b"status=open&partner_id=a%20b&limit=500"
-    assert seen.headers["authorization"] == "Bearer good"
+    assert seen.headers["authorization"] == f"Bearer {ADMIN_TOKEN}"
     assert "cookie" not in seen.headers and "x-other" not in seen.headers
 
     refused = await client.get("/ui/api/alerts", headers={"Authorization": "Bearer wrong"})
@@ -190,7 +192,8 @@ async def test_stream_sends_chunks_as_they_come_and_closes_upstream_when_the_bro
     path = "/ui/api/alerts/stream"
     scope = {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"}, "http_version": "1.1",
              "method": "GET", "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
-             "root_path": "", "headers": [(b"host", b"lead-router"), (b"authorization", b"Bearer good")],
+             "root_path": "", "headers": [(b"host", b"lead-router"),
+                                          (b"authorization", f"Bearer {ADMIN_TOKEN}".encode())],
              "client": ("127.0.0.1", 1), "server": ("lead-router", 80), "state": {}}
     await asyncio.wait_for(app(scope, receive, send), timeout=5)
     assert chunks[0] == b"retry: 3000\n: connected\n\n"  # the first chunk went out on its own, before the second
