@@ -48,7 +48,7 @@ async def ingest(session: AsyncSession, *, source: str, body: LeadIn, webhook_id
     _apply(lead, body)
     if await _insert_new(session, lead):
         timeline.record(session, settings, lead, "lead.received", data=received_data(lead), at=lead.created_at)
-        await _remember(session, source, webhook_id, lead.lead_id)
+        await _claim(session, source, webhook_id, lead.lead_id)
         return IntakeAccepted(lead_id=lead.lead_id, status=RECEIVED, duplicate=False)
     existing = await _by_external_id(session, source, body.external_id)
     if existing is None:  # pragma: no cover - the conflicting row is committed or we would not conflict
@@ -68,6 +68,20 @@ async def _update_duplicate(session: AsyncSession, lead: Lead, body: LeadIn, set
     _apply(lead, body)
     lead.status, lead.updated_at = RECEIVED, utcnow()
     timeline.record(session, settings, lead, "lead.received", data={**received_data(lead), "update": True})
+
+
+class WebhookTaken(Exception):
+    """Another transaction (another API process) stored this `webhook-id` with its own lead first: this
+    transaction must not commit a second lead; retried, it finds the receipt and answers a duplicate."""
+
+
+async def _claim(session: AsyncSession, source: str, webhook_id: str | None, lead_id: str) -> None:
+    """Record the new lead's `webhook-id`, or fail if another delivery of it holds the receipt. On
+    PostgreSQL the insert waits for a concurrent holder to commit or roll back, so exactly one of two
+    deliveries in two processes (even with different bodies) keeps its lead."""
+    if webhook_id and not await _insert_ignore(session, WebhookReceipt, {
+            "source": source, "webhook_id": webhook_id, "lead_id": lead_id, "received_at": utcnow()}):
+        raise WebhookTaken(f"webhook-id {webhook_id!r} of {source!r} was stored concurrently")
 
 
 async def _remember(session: AsyncSession, source: str, webhook_id: str | None, lead_id: str) -> None:
@@ -128,7 +142,7 @@ async def ingest_many(session: AsyncSession, items: list[tuple[str, LeadIn, str 
     for lead, (source, body, webhook_id) in zip(leads, items, strict=True):
         if lead.lead_id in inserted:
             timeline.record(session, settings, lead, "lead.received", data=received_data(lead), at=now)
-            await _remember(session, source, webhook_id, lead.lead_id)
+            await _claim(session, source, webhook_id, lead.lead_id)
             results.append(IntakeAccepted(lead_id=lead.lead_id, status=RECEIVED, duplicate=False))
         else:
             results.append(await ingest(session, source=source, body=body, webhook_id=webhook_id, settings=settings))

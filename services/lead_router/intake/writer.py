@@ -14,7 +14,7 @@ import logging
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.lead_router.intake.schemas import IntakeAccepted, LeadIn
-from services.lead_router.intake.service import ingest, ingest_many
+from services.lead_router.intake.service import WebhookTaken, ingest, ingest_many
 from shared.config import Settings
 
 log = logging.getLogger(__name__)
@@ -61,9 +61,15 @@ class IngestWriter:
     async def _write_one(self, item: Item) -> None:
         source, body, webhook_id, future = item
         try:
-            async with self.sessions() as session, session.begin():
-                result = await ingest(session, source=source, body=body, webhook_id=webhook_id,
-                                      settings=self.settings)
+            for attempt in range(3):
+                try:
+                    async with self.sessions() as session, session.begin():
+                        result = await ingest(session, source=source, body=body, webhook_id=webhook_id,
+                                              settings=self.settings)
+                    break
+                except WebhookTaken:  # another process stored it first: now its receipt answers
+                    if attempt == 2:
+                        raise
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # handed to the waiting request, which answers with a problem
