@@ -7,7 +7,7 @@ WON, LOST, NO_DECISION, UNROUTABLE = "won", "lost", "no_decision", "unroutable"
 
 STATUSES = (RECEIVED, NURTURING, OFFERED, ACCEPTED, WORKING, WON, LOST, NO_DECISION, UNROUTABLE)
 OPEN_FOR_PARTNER = (OFFERED, ACCEPTED, WORKING)  # count against a partner's capacity
-ROUTABLE = (RECEIVED, NURTURING)                 # the router may (re)route from these
+ROUTABLE = (RECEIVED,)  # the router decides only waiting leads; intake moves a re-scored nurturing lead back here
 IN_HAND = (ACCEPTED, WORKING)                    # the partner may log activities and dispositions
 FINAL = (WON, LOST, NO_DECISION)
 

@@ -172,3 +172,28 @@ async def test_reconciler_routes_every_waiting_lead_not_just_one_page(
     assert len(offered["items"]) == 230
     assert {lead["partner_id"] for lead in offered["items"]} == {"alpha", "bravo"}
     assert (await client.get("/v1/leads", params={"status": "received"}, headers=admin)).json()["items"] == []
+
+
+async def test_a_nurturing_lead_is_decided_once_per_fact(client: httpx.AsyncClient, admin: Headers,
+                                                         app: FastAPI) -> None:
+    """After a restart both the reconciler and the backlogged `lead.received` may ask to route a lead. One
+    decision each fact: asking again about a nurturing lead (even under a rule change) decides nothing, a
+    higher score posted again does."""
+    from services.lead_router.routing.service import route_lead
+
+    await make_partner(client, admin, "acme")
+    assert (await client.put("/v1/routing/rules", json=RULES, headers=admin)).status_code == 200
+    lead_id = (await post_lead(client, external_id="cold-1", score=20)).json()["lead_id"]
+    assert await route_waiting(app) == 1
+    lenient = {**RULES, "qualification": {"min_score": 10}}
+    assert (await client.put("/v1/routing/rules", json=lenient, headers=admin)).status_code == 200
+    async with app.state.sessions() as session, session.begin():  # the backlogged lead.received
+        assert await route_lead(session, lead_id, settings=app.state.settings) is None
+    assert await route_waiting(app) == 0
+    timeline = (await client.get(f"/v1/leads/{lead_id}/timeline", headers=admin)).json()["items"]
+    assert [item["type"] for item in timeline] == ["lead.received", "lead.nurturing"]
+
+    assert (await post_lead(client, external_id="cold-1", score=60)).status_code == 200  # a new fact
+    assert await route_waiting(app) == 1
+    timeline = (await client.get(f"/v1/leads/{lead_id}/timeline", headers=admin)).json()["items"]
+    assert [item["type"] for item in timeline][-2:] == ["lead.received", "lead.routed"]
