@@ -26,9 +26,11 @@ dates, attach the zone with :mod:`zoneinfo`, convert both ends to UTC and do all
 
 Durations
 ---------
-SLA durations are fixed lengths of *business* time: ``PT4H`` under the business clock means four
-working hours, and ``P1D`` means 24 working hours (three 8-hour days), not "one working day". Years and
-months have no fixed length and are rejected by :func:`parse_iso_duration`.
+``BusinessCalendar.add`` adds a fixed length of *business* time: four hours is four working hours. What an
+SLA policy's duration means is decided one level up, in ``deadline.due_after``: its hours, minutes and
+seconds are business time added here, and its days and weeks count **working days** (``P7D`` is seven
+working days, what a partner manager means by "7 days"; never 7 × 24 business hours). Years and months
+have no fixed length and are rejected by :func:`parse_iso_duration`.
 """
 
 from __future__ import annotations

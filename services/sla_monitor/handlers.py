@@ -39,8 +39,13 @@ async def _clocks(session: AsyncSession, event: CloudEvent, *kinds: str) -> list
 
 
 async def handle_lead_routed(session: AsyncSession, event: CloudEvent, *, settings: Settings) -> None:
-    """The lead was offered to a partner: its accept clock starts."""
+    """The lead was offered to a partner: its accept clock starts, timed on the partner's calendar as the
+    event carries it (the projection may not have heard of a new partner yet: `partner.upserted` comes on
+    another topic, in no order with this)."""
     lead_id = _lead_id(event)
+    calendar = event.data.get("partner_calendar")
+    if isinstance(calendar, dict) and _partner_id(event):
+        await _project_calendar(session, str(_partner_id(event)), calendar, event)
     for clock in await _clocks(session, event, ACCEPT):  # an earlier offer we never saw end
         await tracker.close(session, settings, clock, event.time, "superseded")
     await tracker.open_clock(session, lead_id=lead_id, partner_id=_partner_id(event), kind=ACCEPT, at=event.time,
@@ -102,17 +107,23 @@ async def _news(session: AsyncSession, event: CloudEvent, *, settings: Settings,
 async def handle_partner_upserted(session: AsyncSession, event: CloudEvent, *, settings: Settings) -> None:
     """Keep the partner's calendar (zone, business hours, holiday country); an older upsert is ignored."""
     partner_id = str(event.data.get("partner_id") or event.subject or "")
-    if not partner_id:
-        return
+    if partner_id:
+        await _project_calendar(session, partner_id, event.data, event)
+
+
+async def _project_calendar(session: AsyncSession, partner_id: str, calendar: dict[str, Any],
+                            event: CloudEvent) -> None:
+    """The projection takes the calendar of the newest event that carried one (`partner.upserted`, or a
+    `lead.routed` made with the partner as it was then)."""
     row = await SlaRepository(session).partner(partner_id)
     if row is not None and row.source_time > event.time:
         return
     if row is None:
         row = SlaPartner(partner_id=partner_id)
         session.add(row)
-    row.timezone = event.data.get("timezone")
-    row.business_hours = dict(event.data.get("business_hours") or {})
-    row.holiday_country = event.data.get("holiday_country")
+    row.timezone = calendar.get("timezone")
+    row.business_hours = dict(calendar.get("business_hours") or {})
+    row.holiday_country = calendar.get("holiday_country")
     row.source_time, row.updated_at = event.time, utcnow()
 
 

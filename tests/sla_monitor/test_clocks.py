@@ -173,6 +173,22 @@ async def test_partner_projection_gives_the_business_calendar(monitor_app: FastA
     assert (await clocks(monitor_app))["accept"][0].due_at == t(23, 20, 30)  # Monday 12:30 PST
 
 
+async def test_the_offer_carries_the_calendar_when_the_partner_event_comes_late(
+        monitor_app: FastAPI, monitor: httpx.AsyncClient, admin: dict[str, str], feed: Feed) -> None:
+    """A new partner's first `lead.routed` handled before its `partner.upserted` (another topic): the clock
+    is timed on the calendar the offer carries, not on a UTC 09-17 default; the late upsert, older than the
+    offer, changes nothing."""
+    await put_policy(monitor, admin, clock="business_hours", accept_within="PT4H")
+    los_angeles = {"timezone": "America/Los_Angeles", "holiday_country": "US",
+                   "business_hours": {"days": [1, 2, 3, 4, 5], "start": "09:00", "end": "17:00"}}
+    await feed("lead.routed", LEAD, t(21, 0, 30), partner_id="acme", partner_calendar=los_angeles)
+    assert (await clocks(monitor_app))["accept"][0].due_at == t(23, 20, 30)  # Monday 12:30 PST
+    await feed("partner.upserted", "acme", t(20, 0), partner_id="acme", timezone="UTC",
+               business_hours={"days": [1, 2, 3, 4, 5], "start": "09:00", "end": "17:00"})
+    await feed("lead.routed", OTHER, t(21, 0, 30), partner_id="acme")  # an event without the calendar
+    assert (await clocks(monitor_app, OTHER))["accept"][0].due_at == t(23, 20, 30)
+
+
 async def test_first_touch_is_met_by_the_first_activity_and_report_back_restarts(
         monitor_app: FastAPI, monitor: httpx.AsyncClient, admin: dict[str, str], feed: Feed) -> None:
     await put_policy(monitor, admin)

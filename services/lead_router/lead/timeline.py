@@ -14,11 +14,13 @@ from shared.outbox import add_event
 
 
 def record(session: AsyncSession, settings: Settings, lead: Lead, name: str, *, data: dict[str, Any] | None = None,
-           partner_id: str | None = None, at: datetime | None = None) -> str:
-    """Append `name` (e.g. `lead.routed`) to the lead's timeline and stage its event; returns the event id."""
+           partner_id: str | None = None, at: datetime | None = None,
+           event_only: dict[str, Any] | None = None) -> str:
+    """Append `name` (e.g. `lead.routed`) to the lead's timeline and stage its event; returns the event id.
+    `event_only` goes into the event's data but not the timeline (facts other services need, not history)."""
     at = at or utcnow()
     payload = {"lead_id": lead.lead_id, "status": lead.status, "partner_id": partner_id or lead.partner_id,
-               "source": lead.source, **(data or {})}
+               "source": lead.source, **(data or {}), **(event_only or {})}
     ev = add_event(session, topic=settings.leads_topic, name=name, source=ROUTER_SOURCE, subject=lead.lead_id,
                    data=payload, at=at)
     session.add(LeadEvent(event_id=ev.id, lead_id=lead.lead_id, type=name, at=at,

@@ -118,13 +118,14 @@ async def route_leads(session: AsyncSession, lead_ids: Sequence[str], *, setting
     counts = await partner_repo.open_leads()
     excluded = await repo.excluded_partners([lead.lead_id for lead in leads])
     cards = await _scorecards(session, settings, rule_set)
+    calendars = {p.partner_id: partner_calendar(p) for p in partners}
     changed: set[str] = set()
     decisions = []
     for lead in leads:
         candidates = [partner_facts(p, counts.get(p.partner_id, 0), cards) for p in partners]
         decision = decide(lead_facts(lead), candidates, rule_set, version=rule_set.version, state=state,
                           excluded=excluded.get(lead.lead_id, set()))
-        _apply(session, settings, lead, decision)
+        _apply(session, settings, lead, decision, calendars)
         if decision.partner_id is not None:
             counts[decision.partner_id] = counts.get(decision.partner_id, 0) + 1
         if decision.state is not None and decision.rule is not None:
@@ -137,7 +138,16 @@ async def route_leads(session: AsyncSession, lead_ids: Sequence[str], *, setting
     return decisions
 
 
-def _apply(session: AsyncSession, settings: Settings, lead: Lead, decision: Decision) -> None:
+def partner_calendar(partner: Partner) -> dict[str, Any]:
+    """What the SLA monitor needs to time the offer's clocks in the partner's business hours. It travels on
+    `lead.routed`, so the clocks are right even when `partner.upserted` (another topic, no order between
+    them) reaches the monitor after the offer."""
+    return {"timezone": partner.timezone, "business_hours": partner.business_hours,
+            "holiday_country": partner.holiday_country}
+
+
+def _apply(session: AsyncSession, settings: Settings, lead: Lead, decision: Decision,
+           calendars: dict[str, dict[str, Any]]) -> None:
     now = utcnow()
     lead.updated_at = now
     explanation = decision.explanation()
@@ -152,7 +162,8 @@ def _apply(session: AsyncSession, settings: Settings, lead: Lead, decision: Deci
         lead.status, lead.partner_id, lead.routed_at = OFFERED, decision.partner_id, now
         session.add(LeadOffer(lead_id=lead.lead_id, partner_id=decision.partner_id, status="offered",
                               offered_at=now))
-        timeline.record(session, settings, lead, "lead.routed", data=explanation, at=now)
+        timeline.record(session, settings, lead, "lead.routed", data=explanation, at=now,
+                        event_only={"partner_calendar": calendars.get(decision.partner_id)})
 
 
 async def simulate(session: AsyncSession, leads: Sequence[LeadIn], *, settings: Settings) -> list[dict[str, Any]]:
