@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import secrets
@@ -9,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -142,16 +144,58 @@ As the partner it was routed to, e.g. {first[0] if first else 'acme'}:
     return text + "\nCtrl-C stops everything.\n"
 
 
+def _spawn(module: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", module], env=env, start_new_session=True)
+
+
+class Child:
+    """A process `leadrouter up` keeps running: restarted with backoff when it dies, given up on when it
+    keeps dying (more than MAX_CRASHES within CRASH_WINDOW_S)."""
+
+    MAX_CRASHES, CRASH_WINDOW_S = 5, 60.0
+
+    def __init__(self, name: str, start: Callable[[], subprocess.Popen[bytes]]) -> None:
+        self.name, self._start = name, start
+        self.proc = start()
+        self.crashes: list[float] = []
+        self.restart_at: float | None = None
+        typer.echo(f"started {name} (pid {self.proc.pid})")
+
+    def check(self, now: float) -> None:
+        """Restart a child that died, after its backoff; raise when it has crashed too often."""
+        if self.restart_at is not None:
+            if now >= self.restart_at:
+                self.proc, self.restart_at = self._start(), None
+                typer.echo(f"restarted {self.name} (pid {self.proc.pid})", err=True)
+            return
+        code = self.proc.poll()
+        if code is None:
+            return
+        self.crashes = [t for t in self.crashes if now - t < self.CRASH_WINDOW_S] + [now]
+        if len(self.crashes) > self.MAX_CRASHES:
+            raise RuntimeError(f"{self.name} crashed {len(self.crashes)} times within "
+                               f"{self.CRASH_WINDOW_S:.0f}s; giving up")
+        delay = min(0.5 * 2 ** (len(self.crashes) - 1), 10.0)
+        self.restart_at = now + delay
+        typer.echo(f"{self.name} (pid {self.proc.pid}) exited with code {code}; restarting it in {delay:.1f}s",
+                   err=True)
+
+    def stop(self) -> None:
+        stop_process(self.proc)
+
+
 @app.command()
 def up() -> None:
     """Run everything on this machine: migrations, the bundled broker (unless LEADROUTER_KAFKA_BOOTSTRAP
-    is set), lead_router and sla_monitor; seed demo data into an empty database. Ctrl-C stops it all."""
+    is set), lead_router and sla_monitor; seed demo data into an empty database. A process that dies is
+    restarted (with backoff; the console says so); Ctrl-C, or one process crashing over and over, stops it
+    all."""
     settings = Settings()
     token = _admin_token(settings)
     env = {**os.environ, "LEADROUTER_ADMIN_TOKEN": token, "LEADROUTER_DATABASE_URL": settings.database_url}
     typer.echo(f"applying migrations to {settings.database_url}")
     upgrade(settings.database_url)
-    procs: list[subprocess.Popen[bytes]] = []
+    children: list[Child] = []
     stopping = False
 
     def _stop(*_: object) -> None:
@@ -164,34 +208,35 @@ def up() -> None:
         if not settings.kafka_bootstrap:
             VAR.mkdir(parents=True, exist_ok=True)
             typer.echo(f"starting the bundled Kafka-compatible broker on 127.0.0.1:{settings.embedded_kafka_port}")
-            procs.append(start_broker(settings.embedded_kafka_port, log_path=VAR / "broker.log"))
+            children.append(Child("the bundled broker", lambda: start_broker(settings.embedded_kafka_port,
+                                                                              log_path=VAR / "broker.log")))
             env["LEADROUTER_KAFKA_BOOTSTRAP"] = settings.bootstrap
         if seed_demo(env):
             typer.echo("seeded demo partners and routing rules")
-        roles = [("services.lead_router", {"LEADROUTER_RUN_ROUTER": "false"}),
-                 ("services.lead_router", {"LEADROUTER_ROUTER_PORT": str(settings.worker_port),
-                                           "LEADROUTER_RUN_ROUTER": "true"}),
-                 ("services.sla_monitor", {})]
-        for module, extra in roles:
-            procs.append(subprocess.Popen([sys.executable, "-m", module], env={**env, **extra},
-                                          start_new_session=True))
+        roles = [("lead_router", "services.lead_router", {"LEADROUTER_RUN_ROUTER": "false"}),
+                 ("router worker", "services.lead_router", {"LEADROUTER_ROUTER_PORT": str(settings.worker_port),
+                                                            "LEADROUTER_RUN_ROUTER": "true"}),
+                 ("sla_monitor", "services.sla_monitor", {})]
+        for name, module, extra in roles:
+            children.append(Child(name, functools.partial(_spawn, module, {**env, **extra})))
+        procs = [child.proc for child in children]
         host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
         _wait_ready(f"http://{host}:{settings.router_port}/readyz", procs)
         _wait_ready(f"http://{host}:{settings.worker_port}/readyz", procs)
         _wait_ready(f"http://{host}:{settings.monitor_port}/readyz", procs)
         typer.echo(_banner(settings, token, host))
         while not stopping:
-            if any(p.poll() is not None for p in procs):
-                typer.echo("a process exited unexpectedly; stopping everything", err=True)
-                raise typer.Exit(1)
+            now = time.monotonic()
+            for child in children:
+                child.check(now)
             time.sleep(0.2)
     except RuntimeError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
     finally:
         typer.echo("stopping")
-        for proc in reversed(procs):
-            stop_process(proc)
+        for child in reversed(children):
+            child.stop()
 
 
 if __name__ == "__main__":

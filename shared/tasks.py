@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -47,3 +47,18 @@ async def retry_forever(what: str, coro_factory: Any, *, max_backoff: float = 10
             log.warning("%s failed (%s); retrying in %.1fs", what, exc, backoff)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, max_backoff)
+
+
+async def every(interval_s: float, what: str, work: Callable[[], Awaitable[Any]], *, first_after_s: float | None = None
+                ) -> None:
+    """Run `work` every `interval_s` for ever. A failure is logged and the next round comes as planned:
+    one database hiccup must not end a periodic task for good."""
+    await asyncio.sleep(interval_s if first_after_s is None else first_after_s)
+    while True:
+        try:
+            await work()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("%s failed; trying again in %.0fs", what, interval_s)
+        await asyncio.sleep(interval_s)

@@ -3,6 +3,7 @@ lead, see it routed, Ctrl-C, and nothing left running."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -61,6 +62,26 @@ def test_up_prints_a_working_curl_and_stops_cleanly_on_ctrl_c(tmp_path: Path) ->
         assert acme["operating_periods"] == {"start_months": [1, 7]} and len(acme["objectives"]) == 2
         board = httpx.get(f"{router}/v1/metrics/partners", headers=admin, timeout=10).json()["items"]
         assert sorted(item["partner_id"] for item in board) == ["acme", "bluepeak", "northwind", "rheinwerk"]
+
+        # a killed process is restarted (and the console says so); the rest never stopped
+        api_pid = int(re.search(r"started lead_router \(pid (\d+)\)", text).group(1))  # type: ignore[union-attr]
+        os.kill(api_pid, signal.SIGKILL)
+        said: list[str] = []
+        while not any("restarted lead_router" in line for line in said):
+            line = proc.stdout.readline()
+            assert line, "leadrouter up exited:\n" + "".join(said)
+            said.append(line)
+        assert any(f"lead_router (pid {api_pid}) exited" in line for line in said), said
+        monitor = f"http://127.0.0.1:{ports['MONITOR']}"
+        assert httpx.get(f"{monitor}/healthz", timeout=5).status_code == 200
+        for _ in range(100):
+            try:
+                again = httpx.post(f"{router}/v1/webhooks/generic", json={**json.loads(payload.group(1)),
+                                   "external_id": "after-restart"}, timeout=10)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        assert again.status_code == 202, again.text
     finally:
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in the terminal does: the whole process group
         code = proc.wait(30)
