@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import os
@@ -10,15 +11,19 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import typer
+from sqlalchemy import delete, select
 
 from shared.broker import start_broker, stop_process
 from shared.config import Settings
+from shared.db import create_engine, session_factory
 from shared.migrate import upgrade
+from shared.models import DeadLetter, OutboxMessage, ProcessedEvent, utcnow
 
 app = typer.Typer(help="Leadrouter: lead routing for channel sales.", no_args_is_help=True)
 
@@ -237,6 +242,70 @@ def up() -> None:
         typer.echo("stopping")
         for child in reversed(children):
             child.stop()
+
+
+dlq = typer.Typer(help="Dead letters: events a consumer gave up on (see LEADROUTER_CONSUMER_MAX_ATTEMPTS).",
+                  no_args_is_help=True)
+app.add_typer(dlq, name="dlq")
+
+
+@dlq.command("list")
+def dlq_list(all_: bool = typer.Option(False, "--all", help="Also the ones replayed already.")) -> None:
+    """The parked events, oldest first: id, consumer, where it was, its type and id, and the error."""
+    rows = asyncio.run(dead_letters(Settings(), include_replayed=all_))
+    if not rows:
+        typer.echo("no dead letters")
+    for row in rows:
+        replayed = f" replayed {row.replayed_at.isoformat()}" if row.replayed_at else ""
+        typer.echo(f"{row.id}\t{row.consumer}\t{row.topic}[{row.partition}]@{row.offset}\t{row.type}\t{row.event_id}\t"
+                   f"parked {row.parked_at.isoformat()} after {row.attempts} attempts{replayed}\n\t"
+                   f"{row.error.splitlines()[-1] if row.error else ''}")
+
+
+@dlq.command("replay")
+def dlq_replay(ids: list[int] = typer.Argument(None, help="Dead letter ids; none with --all."),
+               all_: bool = typer.Option(False, "--all", help="Every dead letter not replayed yet.")) -> None:
+    """Publish parked events again to their topic (through the outbox): the consumer that gave up handles them
+    once more (fix the cause first); consumers that handled them already skip them by their id."""
+    if not ids and not all_:
+        typer.echo("name dead letter ids, or --all", err=True)
+        raise typer.Exit(2)
+    count = asyncio.run(replay_dead_letters(Settings(), None if all_ else ids))
+    typer.echo(f"replayed {count} dead letter(s)")
+
+
+async def dead_letters(settings: Settings, *, include_replayed: bool = False) -> list[DeadLetter]:
+    engine = create_engine(settings.database_url)
+    try:
+        async with session_factory(engine)() as session:
+            query = select(DeadLetter).order_by(DeadLetter.id)
+            if not include_replayed:
+                query = query.where(DeadLetter.replayed_at.is_(None))
+            return list((await session.scalars(query)).all())
+    finally:
+        await engine.dispose()
+
+
+async def replay_dead_letters(settings: Settings, ids: list[int] | None) -> int:
+    """Queue the dead letters `ids` (None: all open ones) for publication again, in one transaction."""
+    engine = create_engine(settings.database_url)
+    try:
+        async with session_factory(engine)() as session, session.begin():
+            query = select(DeadLetter).where(DeadLetter.replayed_at.is_(None)).order_by(DeadLetter.id)
+            if ids is not None:
+                query = query.where(DeadLetter.id.in_(ids))
+            rows = list((await session.scalars(query)).all())
+            now = utcnow()
+            for row in rows:
+                if row.event_id:
+                    await session.execute(delete(ProcessedEvent).where(
+                        ProcessedEvent.consumer == row.consumer, ProcessedEvent.event_id == row.event_id))
+                session.add(OutboxMessage(event_id=str(uuid.uuid4()), topic=row.topic, key=(row.key or "")[:64],
+                                          type=row.type or "", payload=row.payload, created_at=now))
+                row.replayed_at = now
+            return len(rows)
+    finally:
+        await engine.dispose()
 
 
 if __name__ == "__main__":

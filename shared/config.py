@@ -67,6 +67,8 @@ class Settings(BaseSettings):
     # A broker that lost acknowledged events (the bundled one restarted): publish again what was sent since
     # this long before it was last seen whole (consumers skip what they handled already).
     replay_margin_s: float = Field(default=300.0, ge=0)
+    # A consumer tries an event this many times (with backoff) before parking it as a dead letter.
+    consumer_max_attempts: int = Field(default=5, ge=1)
 
     max_body_bytes: int = 256 * 1024
     # A webhook source with no secret configured: `accept` it (make run, trying things out) or `reject` it
@@ -139,6 +141,10 @@ class Settings(BaseSettings):
     @property
     def partners_topic(self) -> str:
         return self.topic("partners")
+
+    @property
+    def dlq_topic(self) -> str:
+        return self.topic("dlq")
 
     def webhook_secret(self, source: str) -> str | None:
         """`LEADROUTER_WEBHOOK_SECRET_<SOURCE>`: read live so a secret can be given per source."""

@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import traceback
+import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -24,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.config import Settings
 from shared.events import CloudEvent
-from shared.models import ProcessedEvent
+from shared.models import DeadLetter, OutboxMessage, ProcessedEvent, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +70,7 @@ def quiet_kafka_logs() -> None:
 
 async def ensure_topics(settings: Settings, names: list[str] | None = None) -> None:
     """Create the service topics with their partitions (a broker's auto-create would give one)."""
-    names = names or [settings.leads_topic, settings.sla_topic, settings.partners_topic]
+    names = names or [settings.leads_topic, settings.sla_topic, settings.partners_topic, settings.dlq_topic]
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap, request_timeout_ms=10_000)
     await admin.start()
     try:
@@ -179,6 +181,7 @@ class ConsumerLoop:
         self.handled = 0
         self.last_error: str | None = None
         self._stopping: set[asyncio.Task[None]] = set()
+        self.parked = 0
 
     async def run(self) -> None:
         backoff = 0.5
@@ -212,16 +215,17 @@ class ConsumerLoop:
                 continue
             # Partition order is kept by reading each partition's records in order; across partitions
             # order does not matter, so the whole fetch is handled in one transaction and one commit.
-            events = [e for records in batches.values() for e in map(self._parse, records)
-                      if e is not None and e.name in self.handlers]
+            pairs = [(record, event) for records in batches.values() for record in records
+                     for event in (self._parse(record),) if event is not None and event.name in self.handlers]
+            events = [event for _, event in pairs]
             try:
                 self.handled += await handle_batch(self.sessions, self.name, events, self.handlers, self.batch)
             except asyncio.CancelledError:
                 raise
             except Exception:  # one bad event must not hold up the others: go one at a time
                 log.warning("%s: batch of %d failed; retrying one by one", self.name, len(events), exc_info=True)
-                for event in events:
-                    await self._process_with_retry(event)
+                for record, event in pairs:
+                    await self._process_with_retry(record, event)
             await consumer.commit({tp: records[-1].offset + 1 for tp, records in batches.items()})
 
     async def _abandon(self, consumer: AIOKafkaConsumer) -> None:
@@ -240,24 +244,26 @@ class ConsumerLoop:
         """A broker that lost its log (the bundled one keeps nothing across a restart) leaves positions and
         committed offsets past the end of the new, shorter log, and a fetch there waits for records that
         will never come. Such a partition is read again from its start: every event on it is new to this
-        broker, and the ones already handled are skipped by their id."""
-        assigned = list(consumer.assignment())
-        if not assigned:
-            return
-        ends = await asyncio.wait_for(consumer.end_offsets(assigned), 10)
+        broker, and the ones already handled are skipped by their id. The end is the high watermark the
+        last fetch reported (the bundled broker's offset lookup gives the start of the last batch instead)."""
         behind = []
-        for tp in assigned:
+        for tp in consumer.assignment():
+            end = consumer.highwater(tp)
+            if end is None:
+                continue  # nothing fetched from it yet
             position = await asyncio.wait_for(consumer.position(tp), 10)
-            if position > ends[tp]:
-                behind.append(f"{tp.topic}[{tp.partition}] at {position} of {ends[tp]}")
+            if position > end:
+                behind.append(f"{tp.topic}[{tp.partition}] at {position} of {end}")
                 consumer.seek(tp, 0)
         if behind:
             log.warning("%s: positions past the end of the log (the broker lost it?): %s; reading those "
                         "partitions from the start", self.name, ", ".join(behind))
 
-    async def _process_with_retry(self, event: CloudEvent) -> None:
-        attempt = 0
-        while True:
+    async def _process_with_retry(self, record: Any, event: CloudEvent) -> None:
+        """Handle one event, retrying with backoff; after `consumer_max_attempts` failures it is parked as a
+        dead letter (and sent to `<prefix>.dlq`), so one poison event cannot stall its partition."""
+        attempts = self.settings.consumer_max_attempts
+        for attempt in range(1, attempts + 1):
             try:
                 if await handle_once(self.sessions, self.name, event, self.handlers[event.name]):
                     self.handled += 1
@@ -265,10 +271,31 @@ class ConsumerLoop:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                attempt += 1
                 self.last_error = str(exc)
-                log.exception("%s: handling %s %s failed (attempt %d)", self.name, event.type, event.id, attempt)
+                if attempt == attempts:
+                    await self._park(record, event, exc, attempts)
+                    return
+                log.warning("%s: handling %s %s failed (attempt %d of %d): %s", self.name, event.type, event.id,
+                            attempt, attempts, exc)
                 await asyncio.sleep(min(0.2 * 2**attempt, 10))
+
+    async def _park(self, record: Any, event: CloudEvent, exc: Exception, attempts: int) -> None:
+        """Store the event as a dead letter, mark it handled for this consumer (a redelivery skips it; `leadrouter
+        dlq replay` clears that), and publish it to `<prefix>.dlq`, in one transaction."""
+        error = "".join(traceback.format_exception_only(type(exc), exc)).strip()[:4000]
+        async with self.sessions() as session, session.begin():
+            session.add(DeadLetter(consumer=self.name, topic=record.topic, partition=record.partition,
+                                   offset=record.offset, key=(record.key or b"").decode(errors="replace")[:200] or None,
+                                   event_id=event.id, type=event.type, payload=record.value, error=error,
+                                   attempts=attempts, parked_at=utcnow()))
+            session.add(ProcessedEvent(consumer=self.name, event_id=event.id))
+            session.add(OutboxMessage(event_id=str(uuid.uuid4()), topic=self.settings.dlq_topic,
+                                      key=(record.key or b"").decode(errors="replace")[:64] or event.id[:64],
+                                      type=event.type, payload=record.value, created_at=utcnow()))
+            session.sync_session.info["outbox_dirty"] = True
+        self.parked += 1
+        log.error("%s: parked %s %s (%s[%d]@%d) as a dead letter after %d attempts: %s", self.name, event.type,
+                  event.id, record.topic, record.partition, record.offset, attempts, error)
 
     def _parse(self, record: Any) -> CloudEvent | None:
         try:

@@ -29,7 +29,7 @@ from shared.config import Settings
 from shared.db import is_postgres, is_sqlite
 from shared.events import CloudEvent, encode, new_event
 from shared.kafka import LogWatch, ensure_topics, make_producer
-from shared.models import OutboxMessage, ProcessedEvent, utcnow
+from shared.models import DeadLetter, OutboxMessage, ProcessedEvent, utcnow
 from shared.tasks import TaskGroup, every, retry_forever
 
 log = logging.getLogger(__name__)
@@ -66,6 +66,12 @@ def add_event(session: AsyncSession, *, topic: str, name: str, source: str, subj
 
 async def backlog(session: AsyncSession) -> int:
     return int(await session.scalar(select(func.count()).where(OutboxMessage.sent_at.is_(None))) or 0)
+
+
+async def dead_letters_waiting(session: AsyncSession) -> int:
+    """Parked events not replayed yet (`leadrouter dlq list`): anything above 0 wants a person."""
+    return int(await session.scalar(select(func.count()).select_from(DeadLetter)
+                                    .where(DeadLetter.replayed_at.is_(None))) or 0)
 
 
 class OutboxRelay:
@@ -146,8 +152,10 @@ class OutboxRelay:
                 if not locked:
                     await session.rollback()
                     return LOCK_BUSY
+                return await self._publish(await self._unsent(session))
             rows = await self._unsent(session)
-            return await self._publish(rows)
+            await session.rollback()  # SQLite without a lock file (in memory): never wait for Kafka holding it
+        return await self._publish(rows)
 
     async def verify(self) -> None:
         """Check that the broker still holds what this relay published; if it lost it (a broker restarted
@@ -172,12 +180,13 @@ class OutboxRelay:
         log.warning("outbox relay: the broker lost events it had acknowledged (%s); publishing again the %d "
                     "event(s) sent since %s", "; ".join(lost[:5]), count, since.isoformat())
 
-    async def _unsent(self, session: AsyncSession) -> list[OutboxMessage]:
-        return list((await session.scalars(
-            select(OutboxMessage).where(OutboxMessage.sent_at.is_(None))
-            .order_by(OutboxMessage.id).limit(self.batch_size))).all())
+    async def _unsent(self, session: AsyncSession) -> list[Any]:
+        """The oldest unsent rows as plain values (they outlive the transaction that read them)."""
+        return list((await session.execute(
+            select(OutboxMessage.id, OutboxMessage.topic, OutboxMessage.key, OutboxMessage.payload)
+            .where(OutboxMessage.sent_at.is_(None)).order_by(OutboxMessage.id).limit(self.batch_size))).all())
 
-    async def _publish(self, rows: list[OutboxMessage]) -> int:
+    async def _publish(self, rows: list[Any]) -> int:
         """Send `rows` and wait for every acknowledgement, then mark them sent (in a transaction of their
         own); on failure count the attempt and raise, leaving them unsent."""
         if not rows:

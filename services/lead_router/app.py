@@ -35,7 +35,7 @@ from shared.kafka import ConsumerLoop, GroupLag, ensure_topics
 from shared.limits import BodyGuard
 from shared.models import Lead
 from shared.observability import RequestMetrics, install_probes
-from shared.outbox import backlog, start_relay
+from shared.outbox import backlog, dead_letters_waiting, start_relay
 from shared.tasks import TaskGroup, retry_forever
 
 log = logging.getLogger("lead_router")
@@ -71,6 +71,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     registry = CollectorRegistry()
     leads_by_status = Gauge("leadrouter_leads", "Leads by status", ["status"], registry=registry)
     outbox_backlog = Gauge("leadrouter_outbox_backlog", "Outbox rows not yet published", registry=registry)
+    dead_letters = Gauge("leadrouter_dead_letters", "Events parked after failing every attempt, not replayed yet",
+                         registry=registry)
     consumer_lag = Gauge("leadrouter_router_consumer_lag", "Leads-topic records the router group has not committed",
                          registry=registry)
     published = Gauge("leadrouter_outbox_published", "Events published by this process's relay",
@@ -103,6 +105,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         async with app.state.sessions() as session:
             counts = dict((await session.execute(select(Lead.status, func.count()).group_by(Lead.status))).all())
             outbox_backlog.set(await backlog(session))
+            dead_letters.set(await dead_letters_waiting(session))
         for status in STATUSES:
             leads_by_status.labels(status).set(counts.get(status, 0))
         published.set(app.state.relay.published if app.state.relay else 0)

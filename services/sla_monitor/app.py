@@ -31,7 +31,7 @@ from shared.kafka import GroupLag, ensure_topics
 from shared.limits import BodyGuard
 from shared.models import SlaAlert
 from shared.observability import RequestMetrics, install_probes
-from shared.outbox import backlog, start_relay
+from shared.outbox import backlog, dead_letters_waiting, start_relay
 from shared.tasks import TaskGroup, retry_forever
 
 log = logging.getLogger("sla_monitor")
@@ -55,6 +55,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     consumer_lag = Gauge("sla_consumer_lag", "Leads and partners records the monitor group has not committed",
                          registry=registry)
     outbox_backlog = Gauge("sla_outbox_backlog", "Outbox rows not yet published", registry=registry)
+    dead_letters = Gauge("leadrouter_dead_letters", "Events parked after failing every attempt, not replayed yet",
+                         registry=registry)
     heap_size = Gauge("sla_scheduler_pending", "Deadlines in the scheduler's heap", registry=registry)
     breaches = Counter("sla_breaches_flagged", "Breaches flagged by this process", ["kind"], registry=registry)
     lateness = Histogram("sla_scheduler_lateness_seconds", "Breach flagged_at - due_at", registry=registry,
@@ -100,6 +102,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             clocks = await repo.open_clock_counts()
             counts = await repo.alert_counts()
             outbox_backlog.set(await backlog(session))
+            dead_letters.set(await dead_letters_waiting(session))
         for kind in KINDS:
             open_clocks.labels(kind).set(clocks.get(kind, 0))
         for kind in ALERT_KINDS:

@@ -35,3 +35,26 @@ class ProcessedEvent(Base):
     consumer: Mapped[str] = mapped_column(String(64), primary_key=True)
     event_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     processed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class DeadLetter(Base):
+    """An event a consumer failed to handle `LEADROUTER_CONSUMER_MAX_ATTEMPTS` times, parked so the rest of its
+    partition flows. `leadrouter dlq list` shows them; `leadrouter dlq replay` publishes one again."""
+
+    __tablename__ = "dead_letters"
+    __table_args__ = (Index("ix_dead_letters_open", "replayed_at", "id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+                                    autoincrement=True)
+    consumer: Mapped[str] = mapped_column(String(64))
+    topic: Mapped[str] = mapped_column(String(200))
+    partition: Mapped[int] = mapped_column(Integer)
+    offset: Mapped[int] = mapped_column(BigInteger)
+    key: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    event_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    type: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+    error: Mapped[str] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer)
+    parked_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    replayed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
