@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from services.sla_monitor.alert.endpoints import router as alerts_router
 from services.sla_monitor.alert.schemas import ALERT_KINDS, ALERT_STATUSES, to_json
 from services.sla_monitor.consumer import monitor_consumer, monitor_group
-from services.sla_monitor.hub import Hub, monitor_sessions
+from services.sla_monitor.hub import Hub, feed_from_topic, monitor_sessions
 from services.sla_monitor.policy.endpoints import router as policies_router
 from services.sla_monitor.repository import SlaRepository
 from services.sla_monitor.scheduler import DeadlineScheduler
@@ -45,6 +45,7 @@ async def _run_kafka_parts(app: FastAPI, settings: Settings) -> None:
     consumer = monitor_consumer(settings, app.state.sessions)
     app.state.consumer = consumer
     group.start("sla-consumer", consumer.run())
+    group.start("alert-stream-feed", feed_from_topic(settings, app.state.hub))
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

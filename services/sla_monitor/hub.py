@@ -12,14 +12,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import Any
 
+from aiokafka import AIOKafkaConsumer
 from sqlalchemy import event as sa_event
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
+from shared.config import Settings
+from shared.events import CloudEvent
 from shared.models import SlaAlert, SlaClock
 
 log = logging.getLogger(__name__)
@@ -40,11 +44,22 @@ class AlertBroadcaster:
     behind is cut off (its stream ends; the client reconnects and reads the list) instead of holding
     memory without bound."""
 
+    RECENT = 10_000  # changes remembered, so one reported twice (locally and from the topic) is sent once
+
     def __init__(self, maxsize: int = 1000) -> None:
         self.maxsize = maxsize
         self.subscribers: set[Subscription] = set()
+        self.recent: OrderedDict[tuple[Any, ...], None] = OrderedDict()
 
     def publish(self, item: dict[str, Any]) -> None:
+        """Send an alert change to every subscriber, once: a change made in this process arrives both right
+        after its commit and again from `<prefix>.sla`; a change made by another monitor only from there."""
+        change = tuple(item.get(k) for k in ("alert_id", "status", "acknowledged_at", "resolved_at"))
+        if change in self.recent:
+            return
+        self.recent[change] = None
+        if len(self.recent) > self.RECENT:
+            self.recent.popitem(last=False)
         for sub in list(self.subscribers):
             try:
                 sub.queue.put_nowait(item)
@@ -110,3 +125,35 @@ def _after_commit(session: Session) -> None:
 def _after_rollback(session: Session) -> None:
     session.info.pop(_DUE_KEY, None)
     session.info.pop(_ALERTS_KEY, None)
+
+
+ALERT_EVENTS = ("sla.breached", "sla.resolved", "sla.acknowledged")
+
+
+async def feed_from_topic(settings: Settings, hub: Hub) -> None:
+    """Every alert change of every monitor instance reaches this one's stream: read `<prefix>.sla` from its
+    end (no consumer group: each instance reads everything) and hand the alert changes to the broadcaster."""
+    backoff = 0.5
+    while True:
+        consumer = AIOKafkaConsumer(settings.sla_topic, bootstrap_servers=settings.bootstrap, group_id=None,
+                                    auto_offset_reset="latest", enable_auto_commit=False,
+                                    fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms)
+        try:
+            await asyncio.wait_for(consumer.start(), 30)
+            backoff = 0.5
+            async for record in consumer:
+                try:
+                    event = CloudEvent.parse(record.value)
+                except ValueError:
+                    continue
+                if event.name in ALERT_EVENTS and event.data.get("alert_id"):
+                    hub.broadcaster.publish(event.data)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the broker went away: start over
+            log.warning("alert stream feed failed (%s); restarting in %.1fs", exc, backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 10)
+        finally:
+            stopping = asyncio.create_task(consumer.stop())
+            await asyncio.wait({stopping}, timeout=5)

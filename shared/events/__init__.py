@@ -16,7 +16,7 @@ TYPE_PREFIX = "leadrouter."
 
 LEAD_EVENTS = ("lead.received", "lead.nurturing", "lead.routed", "lead.accepted", "lead.rejected",
                "lead.recalled", "lead.activity", "lead.disposition", "lead.unroutable")
-SLA_EVENTS = ("sla.breached", "sla.resolved", "sla.clock_ended")
+SLA_EVENTS = ("sla.breached", "sla.resolved", "sla.acknowledged", "sla.clock_ended")
 PARTNER_EVENTS = ("partner.upserted",)
 
 ROUTER_SOURCE = "/lead-router"

@@ -194,3 +194,53 @@ async def test_killed_monitor_raises_every_breach_exactly_once_after_restart(sta
         {ev.data["alert_id"] for _, ev in evs if ev.name in ALERT_EVENTS}) >= 4)
     sla = [(record, ev) for record, ev in events if ev.name in ALERT_EVENTS]
     assert {ev.data["alert_id"] for _, ev in sla if ev.name == "sla.breached"} == {a["alert_id"] for a in found}
+
+
+async def test_every_monitors_stream_carries_every_alert_change(fresh_db: str, bootstrap: str,
+                                                               tmp_path: Path) -> None:
+    """Two monitors: the breach is flagged and acknowledged on the first; the second's stream shows both
+    (it used to carry only changes made in its own process)."""
+    import json
+    import threading
+
+    ports = {name: free_port() for name in ("router", "one", "two")}
+    env = service_env(fresh_db, bootstrap, unique_prefix(), LEADROUTER_ROUTER_PORT=str(ports["router"]),
+                      LEADROUTER_MONITOR_PORT=str(ports["one"]), LEADROUTER_SLA_SCHEDULER_MAX_SLEEP_S="1")
+    services = [Service("services.lead_router", env, ports["router"], tmp_path / "router.log"),
+                Service("services.sla_monitor", env, ports["one"], tmp_path / "one.log"),
+                Service("services.sla_monitor", {**env, "LEADROUTER_MONITOR_PORT": str(ports["two"]),
+                                                 "LEADROUTER_SLA_RUN_SCHEDULER": "false"},
+                        ports["two"], tmp_path / "two.log")]
+    seen: list[dict[str, Any]] = []
+    connected = threading.Event()
+
+    def listen(url: str) -> None:
+        with httpx.stream("GET", f"{url}/v1/alerts/stream", params={"max_events": "2"}, headers=ADMIN,
+                          timeout=60) as response:
+            for line in response.iter_lines():
+                if line.startswith(": connected"):
+                    connected.set()
+                elif line.startswith("data: "):
+                    seen.append(json.loads(line.removeprefix("data: ")))
+
+    try:
+        for service in services:
+            service.start()
+        router, one, two = services
+        listener = threading.Thread(target=listen, args=(two.url,), daemon=True)
+        listener.start()
+        assert connected.wait(10)
+        with httpx.Client(base_url=router.url, timeout=10) as r, httpx.Client(base_url=one.url, timeout=10) as m:
+            put_policy(m, accept_within="PT2S")
+            setup_partners(r, "alpha")
+            lead_id = post_lead(r)
+            one.wait_until(lambda: len(alerts(m)) == 1, 30)
+            [alert] = alerts(m)
+            ack = m.post(f"/v1/alerts/{alert['alert_id']}/ack", json={"by": "ops"}, headers=ADMIN)
+            assert ack.status_code == 200, ack.text
+        listener.join(30)
+        assert [(a["alert_id"], a["lead_id"], a["status"]) for a in seen] == [
+            (alert["alert_id"], lead_id, "open"), (alert["alert_id"], lead_id, "acknowledged")]
+    finally:
+        for service in reversed(services):
+            service.stop()

@@ -39,8 +39,9 @@ async def stream_alerts(request: Request, max_events: Annotated[int | None, Quer
                         ) -> StreamingResponse:
     """Server-Sent Events: one `alert` event (data: the alert JSON) for every new or changed alert from the
     moment of connecting, and a comment line every few seconds to keep proxies from closing the
-    connection. `max_events` ends the stream after that many events. Events of this monitor process only;
-    after a reconnect, read `GET /v1/alerts` to catch up."""
+    connection. `max_events` ends the stream after that many events. Every monitor instance's changes are
+    on every instance's stream (each reads them from `<prefix>.sla`); after a reconnect, read
+    `GET /v1/alerts` to catch up."""
     hub: Hub = request.app.state.hub
     keepalive = request.app.state.settings.sla_stream_keepalive_s
 
@@ -68,7 +69,7 @@ async def get_alert(alert_id: str, session: SessionDep) -> AlertRead:
 
 
 @router.post("/{alert_id}/ack", response_model=AlertRead, responses=problem_responses(404, 409))
-async def ack_alert(alert_id: str, body: AckIn, session: SessionDep) -> AlertRead:
+async def ack_alert(alert_id: str, body: AckIn, session: SessionDep, request: Request) -> AlertRead:
     """Acknowledge an open alert: `{"by": "...", "note": "..."}`. It still resolves itself when the awaited
     step happens. Acknowledging again changes nothing; a resolved alert answers 409."""
-    return await service.acknowledge(session, alert_id, body)
+    return await service.acknowledge(session, alert_id, body, settings=request.app.state.settings)

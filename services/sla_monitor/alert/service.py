@@ -6,11 +6,14 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.sla_monitor.alert.schemas import AckIn, AlertRead, to_read
+from services.sla_monitor.alert.schemas import AckIn, AlertRead, to_json, to_read
 from services.sla_monitor.hub import notify
 from services.sla_monitor.repository import SlaRepository
+from shared.config import Settings
 from shared.errors import NotFound, TransitionNotAllowed
+from shared.events import MONITOR_SOURCE
 from shared.models import utcnow
+from shared.outbox import add_event
 
 
 async def list_alerts(session: AsyncSession, *, status: str | None, partner_id: str | None, kind: str | None,
@@ -27,7 +30,7 @@ async def get_alert(session: AsyncSession, alert_id: str) -> AlertRead:
     return to_read(alert)
 
 
-async def acknowledge(session: AsyncSession, alert_id: str, body: AckIn) -> AlertRead:
+async def acknowledge(session: AsyncSession, alert_id: str, body: AckIn, *, settings: Settings) -> AlertRead:
     """Open -> acknowledged. Acknowledging again returns the alert as it is (the first acknowledgement
     stays); a resolved alert cannot be acknowledged (409). An acknowledged alert still resolves itself
     when the awaited step happens."""
@@ -41,4 +44,6 @@ async def acknowledge(session: AsyncSession, alert_id: str, body: AckIn) -> Aler
         alert.status, alert.acknowledged_at, alert.acknowledged_by, alert.note = "acknowledged", now, body.by, body.note
         alert.updated_at = now
         notify(session, alert)
+        add_event(session, topic=settings.sla_topic, name="sla.acknowledged", source=MONITOR_SOURCE,
+                  subject=alert.lead_id, data=to_json(alert))  # every monitor's stream shows it
     return to_read(alert)
