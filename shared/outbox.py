@@ -188,15 +188,31 @@ class OutboxRelay:
 
     async def _publish(self, rows: list[Any]) -> int:
         """Send `rows` and wait for every acknowledgement, then mark them sent (in a transaction of their
-        own); on failure count the attempt and raise, leaving them unsent."""
+        own); on failure count the attempt and raise, leaving them all unsent (what did get through is sent
+        again: a duplicate, which consumers skip by its id).
+
+        A key's (a lead's) events go out in waves: its second event is sent only once its first is
+        acknowledged, and so on. Without an idempotent producer, a failed send followed by a successful
+        one would put a lead's later event on the log before its earlier one; this way an event is never
+        on the log unless every earlier event of its key is, in order."""
         if not rows:
             return 0
         ids = [r.id for r in rows]
         headers = [("content-type", b"application/cloudevents+json")]
+        waves: list[list[Any]] = []
+        depth: dict[tuple[str, str], int] = {}
+        for row in rows:
+            n = depth.get((row.topic, row.key), 0)
+            depth[(row.topic, row.key)] = n + 1
+            if n == len(waves):
+                waves.append([])
+            waves[n].append(row)
+        acks: list[Any] = []
         try:
-            futures = [await self.producer.send(r.topic, r.payload, key=r.key.encode(), headers=headers)
-                       for r in rows]
-            acks = await asyncio.gather(*futures)
+            for wave in waves:
+                futures = [await self.producer.send(r.topic, r.payload, key=r.key.encode(), headers=headers)
+                           for r in wave]
+                acks += await asyncio.gather(*futures)
         except Exception as exc:
             async with self.sessions() as session, session.begin():
                 await session.execute(update(OutboxMessage).where(OutboxMessage.id.in_(ids)).values(
@@ -215,6 +231,7 @@ class OutboxRelay:
             key = (ack.topic, ack.partition)
             self.marks[key] = max(ack.offset, self.marks.get(key, -1))
         return len(rows)
+
 
 def relay_lock_path(settings: Settings) -> Path | None:
     """For a SQLite file database, the lock file beside it that the relays of all processes share."""

@@ -6,8 +6,10 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from tests.fixtures.databases import drop_pg_database, migrated_pg, migrated_sqlite
+from shared.db import create_engine, session_factory
+from tests.fixtures.databases import drop_pg_database, migrated_pg, migrated_sqlite, truncate_all
 from tests.fixtures.processes import broker
 
 
@@ -26,3 +28,14 @@ def bootstrap() -> Iterator[str]:
     """The bundled broker on a free port, shared by the fault tests that do not stop it."""
     with broker() as address:
         yield address
+
+
+@pytest.fixture
+async def sessions(db_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    """Sessions on the test session's migrated database (SQLite or PostgreSQL), emptied afterwards."""
+    engine = create_engine(db_url)
+    try:
+        yield session_factory(engine)
+    finally:
+        await truncate_all(engine)
+        await engine.dispose()

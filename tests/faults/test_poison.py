@@ -6,31 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 
-import pytest
 from aiokafka import AIOKafkaProducer
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.cli import dead_letters, replay_dead_letters
 from shared.config import Settings
-from shared.db import create_engine, session_factory
 from shared.events import CloudEvent, encode, new_event
 from shared.kafka import ConsumerLoop, ensure_topics
 from shared.models import DeadLetter, OutboxMessage
 from shared.outbox import OutboxRelay, dead_letters_waiting
-from tests.fixtures.databases import truncate_all
-
-
-@pytest.fixture
-async def sessions(db_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    engine = create_engine(db_url)
-    try:
-        yield session_factory(engine)
-    finally:
-        await truncate_all(engine)
-        await engine.dispose()
 
 
 async def test_a_poison_event_is_parked_and_the_partition_flows(
