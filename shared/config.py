@@ -16,6 +16,15 @@ from standardwebhooks import Webhook
 WEBHOOK_SECRET_PREFIX = "LEADROUTER_WEBHOOK_SECRET_"
 
 
+def known_zone(value: str) -> str:
+    """`value` if it names an IANA time zone, else a ValueError a pydantic validator reports."""
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown IANA time zone {value!r}") from None
+    return value
+
+
 def webhook_secret_problem(value: str) -> str | None:
     """What is wrong with a Standard Webhooks secret (`whsec_` and at least 16 bytes of base64), or None."""
     if not value.startswith("whsec_"):
@@ -97,11 +106,7 @@ class Settings(BaseSettings):
     @field_validator("vendor_timezone")
     @classmethod
     def _zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown IANA time zone {value!r}") from None
-        return value
+        return known_zone(value)
 
     @field_validator("kafka_bootstrap", "admin_token", "monitor_url", mode="before")
     @classmethod

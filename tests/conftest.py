@@ -1,6 +1,7 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -10,6 +11,7 @@ from services.lead_router.app import create_app
 from shared.config import Settings
 from tests.fixtures.apps import asgi_client, serving
 from tests.fixtures.databases import drop_pg_database, migrated_pg, migrated_sqlite
+from tests.fixtures.processes import broker
 
 ADMIN_TOKEN = "test-admin-token"
 
@@ -21,6 +23,24 @@ async def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 @pytest.fixture(scope="session")
 async def pg_url() -> AsyncIterator[str]:
+    url = await migrated_pg()
+    yield url
+    await drop_pg_database(url)
+
+
+@pytest.fixture(scope="session")
+def bootstrap() -> Iterator[str]:
+    """The bundled broker on a free port, for the whole session (tests that stop it start their own)."""
+    with broker() as address:
+        yield address
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def fresh_db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """A new migrated database for one test that runs real processes."""
+    if request.param == "sqlite":
+        yield await migrated_sqlite(str(tmp_path))
+        return
     url = await migrated_pg()
     yield url
     await drop_pg_database(url)

@@ -2,32 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.db import create_engine, session_factory
-from tests.fixtures.databases import drop_pg_database, migrated_pg, migrated_sqlite, truncate_all
-from tests.fixtures.processes import broker
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def fresh_db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    if request.param == "sqlite":
-        yield await migrated_sqlite(str(tmp_path))
-        return
-    url = await migrated_pg()
-    yield url
-    await drop_pg_database(url)
-
-
-@pytest.fixture(scope="session")
-def bootstrap() -> Iterator[str]:
-    """The bundled broker on a free port, shared by the fault tests that do not stop it."""
-    with broker() as address:
-        yield address
+from tests.fixtures.databases import truncate_all
 
 
 @pytest.fixture

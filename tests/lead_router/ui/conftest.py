@@ -12,7 +12,7 @@ from shared.broker import free_port
 from shared.config import Settings
 from tests.conftest import ADMIN_TOKEN
 from tests.fixtures.databases import migrated_sqlite
-from tests.fixtures.processes import Service, broker, service_env, unique_prefix
+from tests.fixtures.processes import Service, service_env, unique_prefix
 
 
 @pytest.fixture
@@ -27,13 +27,6 @@ def settings(db_url: str) -> Settings:
     return Settings(database_url=db_url, admin_token=ADMIN_TOKEN, run_relay=False, run_router=False,
                     kafka_bootstrap="127.0.0.1:1", topic_prefix="test",
                     monitor_url=f"http://127.0.0.1:{free_port()}")
-
-
-@pytest.fixture(scope="session")
-def bootstrap() -> Iterator[str]:
-    """The bundled broker on a free port, for the whole session."""
-    with broker() as address:
-        yield address
 
 
 class OpsStack:
