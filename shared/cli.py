@@ -198,6 +198,7 @@ def up() -> None:
     settings = Settings()
     token = _admin_token(settings)
     env = {**os.environ, "LEADROUTER_ADMIN_TOKEN": token, "LEADROUTER_DATABASE_URL": settings.database_url}
+    env.setdefault("LEADROUTER_WEBHOOK_ALLOW_PRIVATE", "true")  # make run: partner webhooks may point at this machine
     typer.echo(f"applying migrations to {settings.database_url}")
     upgrade(settings.database_url)
     children: list[Child] = []

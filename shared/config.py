@@ -79,6 +79,20 @@ class Settings(BaseSettings):
     # A consumer tries an event this many times (with backoff) before parking it as a dead letter.
     consumer_max_attempts: int = Field(default=5, ge=1)
 
+    # Partner notifications (services/lead_router/notify): the delivery worker runs where the router runs.
+    # Private, loopback and link-local webhook addresses are refused unless allowed (make run: allow them).
+    webhook_allow_private: bool = False
+    delivery_concurrency: int = Field(default=32, ge=1)
+    delivery_per_partner: int = Field(default=4, ge=1)
+    delivery_connect_timeout_s: float = Field(default=5.0, gt=0)
+    delivery_timeout_s: float = Field(default=10.0, gt=0)
+    delivery_give_up_s: float = Field(default=86400.0, ge=0)
+    delivery_backoff_base_s: float = Field(default=5.0, gt=0)
+    delivery_backoff_max_s: float = Field(default=3600.0, gt=0)
+    delivery_poll_interval_s: float = Field(default=1.0, gt=0)
+    # How long a claimed delivery is held by its worker before another may take it (a worker that died).
+    delivery_lease_s: float = Field(default=60.0, gt=0)
+
     max_body_bytes: int = 256 * 1024
     # A webhook source with no secret configured: `accept` it (make run, trying things out) or `reject` it
     # with 404 (production: nobody may post leads under a made-up source name).

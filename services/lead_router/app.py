@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 
 from aiokafka.errors import KafkaError
 from fastapi import FastAPI
-from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from sqlalchemy import func, select
 
 from services.lead_router.intake.endpoints import router as intake_router
@@ -24,6 +24,9 @@ from services.lead_router.lead.states import STATUSES
 from services.lead_router.metrics.endpoints import admin_router as metrics_router
 from services.lead_router.metrics.endpoints import partner_router as scorecard_router
 from services.lead_router.metrics.handlers import handle_clock_ended
+from services.lead_router.notify.endpoints import router as notify_router
+from services.lead_router.notify.repository import DeliveryRepository
+from services.lead_router.notify.worker import DeliveryWorker
 from services.lead_router.partner.endpoints import router as partners_router
 from services.lead_router.routing.endpoints import router as routing_router
 from services.lead_router.routing.handlers import reconcile_forever, router_batch, router_handlers
@@ -33,7 +36,7 @@ from shared.db import create_engine, session_factory
 from shared.errors import install_error_handlers
 from shared.kafka import ConsumerLoop, GroupLag, ensure_topics
 from shared.limits import BodyGuard
-from shared.models import Lead
+from shared.models import Lead, utcnow
 from shared.observability import RequestMetrics, install_probes
 from shared.outbox import backlog, dead_letters_waiting, start_relay
 from shared.tasks import TaskGroup, retry_forever
@@ -77,6 +80,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                          registry=registry)
     published = Gauge("leadrouter_outbox_published", "Events published by this process's relay",
                       registry=registry)
+    webhook_attempts = Counter("leadrouter_webhook_attempts", "Partner webhook attempts by this process, by outcome",
+                               ["outcome"], registry=registry)
+    webhook_pending = Gauge("leadrouter_webhook_pending", "Partner notifications not delivered yet",
+                            registry=registry)
+    webhook_oldest = Gauge("leadrouter_webhook_oldest_pending_seconds",
+                           "Age of the oldest pending partner notification (0: none)", registry=registry)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -89,14 +98,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.producer = app.state.relay = app.state.consumer = None
         if settings.run_relay or settings.run_router:
             app.state.tasks.start("kafka-start", _run_kafka_parts(app, settings))
+        app.state.delivery_worker = DeliveryWorker(app.state.sessions, settings, attempts_counter=webhook_attempts)
         if settings.run_router:
             app.state.tasks.start("reconciler", reconcile_forever(app.state.sessions, settings))
+            app.state.tasks.start("webhook-delivery", app.state.delivery_worker.run())
         app.state.lag = GroupLag(settings, router_group(settings), settings.leads_topic)
         try:
             yield
         finally:
             await app.state.lag.close()
             await app.state.tasks.stop()
+            await app.state.delivery_worker.close()
             if app.state.producer is not None:
                 await app.state.producer.stop()
             await engine.dispose()
@@ -106,6 +118,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             counts = dict((await session.execute(select(Lead.status, func.count()).group_by(Lead.status))).all())
             outbox_backlog.set(await backlog(session))
             dead_letters.set(await dead_letters_waiting(session))
+            pending, oldest = await DeliveryRepository(session).pending_stats()
+        webhook_pending.set(pending)
+        webhook_oldest.set(max(0.0, (utcnow() - oldest).total_seconds()) if oldest else 0)
         for status in STATUSES:
             leads_by_status.labels(status).set(counts.get(status, 0))
         published.set(app.state.relay.published if app.state.relay else 0)
@@ -120,7 +135,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     install_probes(app, registry, refresh_metrics)
     for router in (intake_router, partners_router, routing_router, leads_router, partner_router, metrics_router,
-                   scorecard_router, ui_router):
+                   scorecard_router, notify_router, ui_router):
         app.include_router(router)
     app.add_middleware(BodyGuard, admin_token=lambda: app.state.settings.admin_token, open_paths=("/v1/webhooks/",),
                        limits={"/v1/webhooks/": settings.max_body_bytes, "/v1/routing/simulate": SIMULATE_MAX_BYTES})

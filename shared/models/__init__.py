@@ -11,3 +11,6 @@ __all__ = ["Base", "UTCDateTime", "utcnow", "Lead", "LeadEvent", "LeadOffer", "W
 from shared.models.sla import SlaAlert, SlaClock, SlaPartner, SlaPolicy  # noqa: E402
 
 __all__ += ["SlaAlert", "SlaClock", "SlaPartner", "SlaPolicy"]
+from shared.models.notify import WebhookAttempt, WebhookDelivery  # noqa: E402
+
+__all__ += ["WebhookAttempt", "WebhookDelivery"]

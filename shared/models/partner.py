@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String
+from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, true
 from sqlalchemy.orm import Mapped, mapped_column
 
 from shared.models.base import Base, UTCDateTime, utcnow
@@ -25,6 +25,10 @@ class Partner(Base):
     holiday_country: Mapped[str | None] = mapped_column(String(8), nullable=True)
     fiscal_year_start_month: Mapped[int] = mapped_column(Integer, default=1)
     webhook_url: Mapped[str | None] = mapped_column(String(2000), nullable=True)
+    # The Standard Webhooks secret notifications are signed with (`whsec_...`; shown once when made), and
+    # whether the webhook is on (a 410 from it turns it off until `webhook_url` is set again).
+    webhook_secret: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    webhook_enabled: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     # The partner's Mutual Operating Periods (`{"start_months": [1, 7]}`; null: its fiscal quarters) and
     # its own objectives (`[{"metric", "target", "per"}]`).
     operating_periods: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)

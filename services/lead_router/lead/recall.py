@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.lead_router.lead import timeline
 from services.lead_router.lead.repository import LeadRepository
 from services.lead_router.lead.states import OFFERED, RECEIVED
+from services.lead_router.notify import service as notify
 from shared.config import Settings
 from shared.events import CloudEvent
 from shared.kafka import Handler
@@ -48,6 +49,7 @@ async def handle_sla_breached(session: AsyncSession, event: CloudEvent, *, setti
     lead.status, lead.partner_id, lead.updated_at = RECEIVED, None, now
     timeline.record(session, settings, lead, "lead.recalled", partner_id=partner_id, at=now,
                     data={"reason": RECALL_REASON, "alert_id": data.get("alert_id")})
+    await notify.stage_recall(session, settings=settings, partner_id=partner_id, lead=lead, at=now)
     log.info("recalled lead %s from %s (accept overdue)", lead_id, partner_id)
 
 

@@ -163,6 +163,8 @@ class PartnerRead(PartnerUpsert):
 
     partner_id: str
     open_leads: int = 0
+    webhook_enabled: bool = Field(default=True, description=(
+        "False once the webhook answered 410 Gone; setting `webhook_url` again turns it back on."))
     created_at: datetime
     updated_at: datetime
 

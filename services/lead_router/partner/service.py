@@ -26,6 +26,7 @@ def to_read(partner: Partner, open_leads: int = 0) -> PartnerRead:
         timezone=partner.timezone, business_hours=partner.business_hours,  # type: ignore[arg-type]
         holiday_country=partner.holiday_country, fiscal_year_start_month=partner.fiscal_year_start_month,
         webhook_url=partner.webhook_url, open_leads=open_leads,  # type: ignore[arg-type]
+        webhook_enabled=partner.webhook_enabled is not False,
         operating_periods=partner.operating_periods, objectives=partner.objectives or [],  # type: ignore[arg-type]
         created_at=partner.created_at, updated_at=partner.updated_at)
 
@@ -43,6 +44,8 @@ def _assign(partner: Partner, body: PartnerUpsert, now: datetime) -> None:
     partner.holiday_country = body.holiday_country
     partner.fiscal_year_start_month = body.fiscal_year_start_month
     partner.webhook_url = str(body.webhook_url) if body.webhook_url else None
+    if partner.webhook_url is not None:  # setting the URL (again) turns a webhook that answered 410 back on
+        partner.webhook_enabled = True
     partner.operating_periods = body.operating_periods.model_dump() if body.operating_periods else None
     partner.objectives = [o.model_dump() for o in body.objectives]
     partner.updated_at = now
@@ -73,7 +76,7 @@ async def upsert_partner(session: AsyncSession, partner_id: str, body: PartnerUp
     await session.flush()
     read = to_read(partner, (await repo.open_leads([partner_id])).get(partner_id, 0))
     add_event(session, topic=settings.partners_topic, name="partner.upserted", source=ROUTER_SOURCE,
-              subject=partner_id, data=read.model_dump(mode="json", exclude={"open_leads"}))
+              subject=partner_id, data=read.model_dump(mode="json", exclude={"open_leads", "webhook_enabled"}))
     return read, created
 
 

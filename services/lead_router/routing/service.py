@@ -14,6 +14,7 @@ from services.lead_router.intake.schemas import LeadIn
 from services.lead_router.lead import timeline
 from services.lead_router.lead.states import NURTURING, OFFERED, RECEIVED, ROUTABLE, UNROUTABLE
 from services.lead_router.metrics.service import Scorecards, scorecards
+from services.lead_router.notify import service as notify
 from services.lead_router.partner.repository import PartnerRepository
 from services.lead_router.routing.engine import Decision, LeadFacts, PartnerFacts, Performance, Territory, decide
 from services.lead_router.routing.repository import RoutingRepository
@@ -164,6 +165,7 @@ def _apply(session: AsyncSession, settings: Settings, lead: Lead, decision: Deci
                               offered_at=now))
         timeline.record(session, settings, lead, "lead.routed", data=explanation, at=now,
                         event_only={"partner_calendar": calendars.get(decision.partner_id)})
+        notify.stage_offer(session, settings=settings, partner_id=decision.partner_id, lead=lead, at=now)
 
 
 async def simulate(session: AsyncSession, leads: Sequence[LeadIn], *, settings: Settings) -> list[dict[str, Any]]:
