@@ -17,16 +17,17 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 from aiokafka import AIOKafkaConsumer
 
+from bench.db import drop_database, fresh_database
 from bench.metrics import OFFERS as METRICS_OFFERS
 from bench.metrics import bench_metrics
+from bench.notify import OFFERS as NOTIFY_OFFERS
+from bench.notify import bench_notify
 from bench.sla import bench_sla
 from shared.broker import free_port
 from shared.events import CloudEvent
-from shared.migrate import upgrade_async
 from tests.fixtures.builders import partner_body
 from tests.fixtures.processes import ADMIN_TOKEN, Service, broker, service_env
 
@@ -36,24 +37,6 @@ THROUGHPUT_LEADS = int(os.environ.get("BENCH_LEADS", "3000"))
 CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "32"))
 TARGET_RATE = float(os.environ.get("BENCH_RATE", "1000"))
 LATENCY_SECONDS = float(os.environ.get("BENCH_LATENCY_SECONDS", "5"))
-
-
-async def fresh_database() -> tuple[str, str | None]:
-    if os.environ.get("BENCH_DATABASE_URL"):
-        return os.environ["BENCH_DATABASE_URL"], None
-    name = f"lr_bench_{uuid.uuid4().hex[:8]}"
-    conn = await asyncpg.connect(host="127.0.0.1", port=5432, user="postgres", database="test")
-    await conn.execute(f'CREATE DATABASE "{name}"')
-    await conn.close()
-    url = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
-    await upgrade_async(url)
-    return url, name
-
-
-async def drop_database(name: str) -> None:
-    conn = await asyncpg.connect(host="127.0.0.1", port=5432, user="postgres", database="test")
-    await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    await conn.close()
 
 
 async def run_load(url: str, count: int, concurrency: int, rate: float) -> dict[str, Any]:
@@ -195,13 +178,14 @@ def main() -> None:
     only_metrics = os.environ.get("BENCH_ONLY_METRICS") == "1"
     out = Path("var/bench.json")
     # Only the SLA (or metrics) section: the other figures of the last run are kept.
-    keep = only_sla or only_metrics
+    only_notify = os.environ.get("BENCH_ONLY_NOTIFY") == "1"
+    keep = only_sla or only_metrics or only_notify
     results = (json.loads(out.read_text()) if out.exists() else {}) if keep else asyncio.run(bench())
     if not keep:
         print("\nLeadrouter benchmark (lead_router on PostgreSQL + bundled broker, load from a separate process)")
         for key, value in results.items():
             print(f"  {key:<28} {value}")
-    if os.environ.get("BENCH_SKIP_SLA") != "1" and not only_metrics:
+    if os.environ.get("BENCH_SKIP_SLA") != "1" and not (only_metrics or only_notify):
         results["sla"] = asyncio.run(bench_sla())
         print("\nSLA monitor (100,000 open clocks)")
         for key, value in results["sla"].items():
@@ -211,7 +195,11 @@ def main() -> None:
                     print(f"    {name:<30} {figure}")
             else:
                 print(f"  {key:<32} {value}")
-    if os.environ.get("BENCH_SKIP_METRICS") != "1" and not only_sla:
+    if os.environ.get("BENCH_SKIP_NOTIFY") != "1" and not (only_sla or only_metrics):
+        results["notifications"] = asyncio.run(bench_notify())
+        print(f"\nPartner notifications ({NOTIFY_OFFERS:,} offers queued, local receiver)")
+        print_figures(results["notifications"])
+    if os.environ.get("BENCH_SKIP_METRICS") != "1" and not (only_sla or only_notify):
         results["metrics"] = asyncio.run(bench_metrics())
         print(f"\nMetrics ({METRICS_OFFERS:,} offers, PostgreSQL)")
         print_figures(results["metrics"])

@@ -33,6 +33,7 @@ import httpx
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bench.db import drop_database, fresh_database
 from shared.broker import free_port
 from shared.db import create_engine
 from shared.models import utcnow
@@ -323,7 +324,6 @@ def _write(path: Path, text: str) -> None:
 async def bench_metrics() -> dict[str, Any]:
     if os.environ.get("BENCH_DATABASE_URL"):
         return {"skipped": "needs a fresh database on 127.0.0.1:5432 (unset BENCH_DATABASE_URL)"}
-    from bench.__main__ import drop_database, fresh_database  # here: bench.__main__ imports this module
     from services.lead_router.metrics.periods import month_calendar
 
     tmp = Path(tempfile.mkdtemp(prefix="lr-bench-metrics-"))

@@ -34,6 +34,7 @@ from typing import Any
 
 import asyncpg
 
+from bench.db import drop_database, fresh_database
 from shared.broker import free_port
 from shared.models import SlaClock, SlaPolicy, utcnow
 from tests.fixtures.processes import Service, broker, service_env
@@ -180,7 +181,6 @@ async def lateness(conn: asyncpg.Connection) -> dict[str, Any]:
 
 
 async def phase(bootstrap: str, tmp: Path, name: str, due: int) -> dict[str, Any]:
-    from bench.__main__ import drop_database, fresh_database  # here: bench.__main__ imports this module
 
     db_url, db_name = await fresh_database()  # created and migrated
     result: dict[str, Any] = {"open_clocks": CLOCKS, "due_in_window": due, "window_s": WINDOW_S,
