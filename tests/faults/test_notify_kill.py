@@ -20,6 +20,7 @@ from shared.db import create_engine
 from shared.models import WebhookAttempt, WebhookDelivery
 from tests.fixtures.builders import lead_body, partner_body
 from tests.fixtures.processes import ADMIN_TOKEN, Service, service_env, unique_prefix
+from tests.fixtures.receiver import receiving
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 LEADS = 60
@@ -34,16 +35,8 @@ async def receiver() -> AsyncIterator[tuple[str, list[str]]]:
         seen.append(request.headers["webhook-id"])
         return web.Response(text="ok")
 
-    port = free_port()
-    app = web.Application()
-    app.router.add_post("/hook", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        yield f"http://127.0.0.1:{port}/hook", seen
-    finally:
-        await runner.cleanup()
+    async with receiving(handle) as url:
+        yield url, seen
 
 
 async def delivery_counts(db_url: str) -> tuple[int, int, int]:

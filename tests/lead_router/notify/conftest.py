@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 import pytest
 from aiohttp import web
 
-from shared.broker import free_port
 from shared.config import Settings
 from tests.conftest import ADMIN_TOKEN
+from tests.fixtures.receiver import receiving
 
 
 @pytest.fixture
@@ -43,14 +43,11 @@ class Receiver:
 
 @pytest.fixture
 async def receiver() -> AsyncIterator[Receiver]:
-    port = free_port()
-    recv = Receiver(url=f"http://127.0.0.1:{port}/hooks/leads")
-    app = web.Application()
-    app.router.add_post("/hooks/leads", recv.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
+    recv = Receiver(url="")
+
+    async def handle(request: web.Request) -> web.Response:
+        return await recv.handle(request)
+
+    async with receiving(handle, "/hooks/leads") as url:
+        recv.url = url
         yield recv
-    finally:
-        await runner.cleanup()
