@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from shared.config import Settings
 from shared.events import CloudEvent
 from shared.models import DeadLetter, OutboxMessage, ProcessedEvent, utcnow
+from shared.wakeup import OUTBOX_COMMITTED
 
 log = logging.getLogger(__name__)
 
@@ -292,7 +293,7 @@ class ConsumerLoop:
             session.add(OutboxMessage(event_id=str(uuid.uuid4()), topic=self.settings.dlq_topic,
                                       key=(record.key or b"").decode(errors="replace")[:64] or event.id[:64],
                                       type=event.type, payload=record.value, created_at=utcnow()))
-            session.sync_session.info["outbox_dirty"] = True
+            OUTBOX_COMMITTED.mark(session)
         self.parked += 1
         log.error("%s: parked %s %s (%s[%d]@%d) as a dead letter after %d attempts: %s", self.name, event.type,
                   event.id, record.topic, record.partition, record.offset, attempts, error)

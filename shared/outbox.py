@@ -21,9 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import delete, func, select, text, update
-from sqlalchemy import event as sa_event
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from sqlalchemy.orm import Session
 
 from shared.config import Settings
 from shared.db import is_postgres, is_sqlite
@@ -31,6 +29,7 @@ from shared.events import CloudEvent, encode, new_event
 from shared.kafka import LogWatch, ensure_topics, make_producer
 from shared.models import DeadLetter, OutboxMessage, ProcessedEvent, utcnow
 from shared.tasks import TaskGroup, every, retry_forever
+from shared.wakeup import OUTBOX_COMMITTED
 
 log = logging.getLogger(__name__)
 
@@ -38,29 +37,13 @@ RELAY_LOCK_KEY = 746_215_001
 LOG_CHECK_S = 2.0  # how often a relay checks that the broker still holds what it published
 LOCK_BUSY = -1
 
-_wake: asyncio.Event | None = None
-
-
-def _wake_event() -> asyncio.Event:
-    global _wake
-    if _wake is None:
-        _wake = asyncio.Event()
-    return _wake
-
-
-@sa_event.listens_for(Session, "after_commit")
-def _after_commit(session: Session) -> None:
-    if session.info.pop("outbox_dirty", False) and _wake is not None:
-        _wake.set()
-
-
 def add_event(session: AsyncSession, *, topic: str, name: str, source: str, subject: str,
               data: dict[str, Any], at: datetime | None = None) -> CloudEvent:
     """Stage a CloudEvent for publication in the caller's transaction."""
     ev = new_event(name, source=source, subject=subject, data=data, at=at)
     session.add(OutboxMessage(event_id=ev.id, topic=topic, key=subject, type=ev.type, payload=encode(ev),
                               created_at=ev.time))
-    session.sync_session.info["outbox_dirty"] = True
+    OUTBOX_COMMITTED.mark(session)
     return ev
 
 
@@ -102,7 +85,6 @@ class OutboxRelay:
                 await self.watch.close()
 
     async def _run(self) -> None:
-        wake = _wake_event()
         backoff = 0.05
         while True:
             try:
@@ -123,11 +105,7 @@ class OutboxRelay:
             if sent == LOCK_BUSY:  # another relay is publishing; our rows may be behind its batch
                 await asyncio.sleep(0.005)
                 continue
-            wake.clear()
-            try:
-                await asyncio.wait_for(wake.wait(), timeout=self.poll_interval_s)
-            except TimeoutError:
-                pass
+            await OUTBOX_COMMITTED.wait(self.poll_interval_s)
 
     async def publish_batch(self) -> int:
         """Publish the oldest unsent rows, in id order; their count, 0 when there were none, or LOCK_BUSY.

@@ -21,6 +21,7 @@ from shared.errors import Conflict, NotFound
 from shared.events import ROUTER_SOURCE, new_event
 from shared.models import Lead, Partner, WebhookDelivery
 from shared.pagination import time_cursor
+from shared.wakeup import CommitSignal
 
 OFFERED = "lead.offered"
 RECALLED = "lead.recalled"
@@ -34,6 +35,9 @@ def lead_data(lead: Lead, name: str, at: datetime) -> dict[str, Any]:
     return {"lead_id": lead.lead_id, "company": {k: company[k] for k in COMPANY_FIELDS if k in company},
             "industry": company.get("industry"), "region": company.get("region"), "product": lead.product,
             "estimated_value": lead.estimated_value, "score": lead.score, when: at.astimezone(UTC).isoformat()}
+
+
+DELIVERY_STAGED = CommitSignal("deliveries")
 
 
 def _stage(session: AsyncSession, settings: Settings, partner: Partner | None, *, partner_id: str, lead: Lead,
@@ -52,6 +56,8 @@ def _stage(session: AsyncSession, settings: Settings, partner: Partner | None, *
         last_error=None if enabled else "the partner's webhook is off (it answered 410 Gone)",
         give_up_at=at + timedelta(seconds=settings.delivery_give_up_s))
     session.add(delivery)
+    if enabled:
+        DELIVERY_STAGED.mark(session)  # this process's worker sends it as soon as the transaction commits
     return delivery
 
 

@@ -41,6 +41,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from standardwebhooks.webhooks import Webhook
 
 from services.lead_router.notify.repository import DELIVERED, DISABLED, FAILED, PENDING, DeliveryRepository
+from services.lead_router.notify.service import DELIVERY_STAGED
 from shared.config import Settings
 from shared.db import unit_of_work
 from shared.events import CONTENT_TYPE
@@ -283,7 +284,9 @@ class DeliveryWorker:
         return len(claims)
 
     async def run(self) -> None:
-        """For ever: keep up to `delivery_concurrency` sends in flight, polling for due deliveries."""
+        """For ever: keep up to `delivery_concurrency` sends in flight. Deliveries staged by this process (the
+        router worker routes and sends) wake it at their commit; the poll finds the rest (retries coming due,
+        deliveries staged by other processes)."""
         poll = self.settings.delivery_poll_interval_s
         try:
             while True:
@@ -299,7 +302,7 @@ class DeliveryWorker:
                 if not claims or len(self.in_flight) >= self.settings.delivery_concurrency:
                     if self.in_flight:
                         await asyncio.wait(set(self.in_flight), timeout=poll, return_when=asyncio.FIRST_COMPLETED)
-                    else:
-                        await asyncio.sleep(poll)
+                    else:  # until a delivery staged in this process commits, or the next poll
+                        await DELIVERY_STAGED.wait(poll)
         finally:
             await self.close()

@@ -1,0 +1,56 @@
+"""Wake a waiting task when a transaction that staged work for it commits.
+
+A producer of work (an outbox row, a webhook delivery) marks the session; once that session commits, the
+signal is set and the task waiting on it (the relay, the delivery worker) runs at once instead of at its
+next poll. A rollback marks nothing. Polling stays as the fallback for work committed by other processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from sqlalchemy import event as sa_event
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
+
+_signals: dict[str, CommitSignal] = {}
+
+
+class CommitSignal:
+    def __init__(self, name: str) -> None:
+        self.key = f"wake:{name}"
+        self.event: asyncio.Event | None = None  # made by the waiting task's loop
+        _signals[self.key] = self
+
+    def mark(self, session: AsyncSession | Session) -> None:
+        """Set the signal once this session's transaction commits."""
+        sync = session.sync_session if isinstance(session, AsyncSession) else session
+        sync.info[self.key] = True
+
+    async def wait(self, at_most_s: float) -> None:
+        """Until a marked transaction commits, or `at_most_s` seconds, whichever is first; then re-arm."""
+        if self.event is None:
+            self.event = asyncio.Event()
+        try:
+            await asyncio.wait_for(self.event.wait(), at_most_s)
+        except TimeoutError:
+            pass
+        self.event.clear()
+
+
+OUTBOX_COMMITTED = CommitSignal("outbox")  # wakes this process's relay when a transaction with events commits
+
+
+@sa_event.listens_for(Session, "after_commit")
+def _after_commit(session: Session) -> None:
+    for key in [k for k in session.info if isinstance(k, str) and k.startswith("wake:")]:
+        session.info.pop(key, None)
+        signal = _signals.get(key)
+        if signal is not None and signal.event is not None:
+            signal.event.set()
+
+
+@sa_event.listens_for(Session, "after_rollback")
+def _after_rollback(session: Session) -> None:
+    for key in [k for k in session.info if isinstance(k, str) and k.startswith("wake:")]:
+        session.info.pop(key, None)
