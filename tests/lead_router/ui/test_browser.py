@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
+from services.lead_router.demo import DEMO_RULES
 from tests.fixtures.builders import lead_body, partner_body
 from tests.fixtures.databases import missing
 from tests.fixtures.processes import ADMIN_TOKEN, ROOT
@@ -33,15 +34,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 SCREENSHOT = ROOT / "var" / "ops-page.png"
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-RULES = {
-    "qualification": {"min_score": 50},
-    "rules": [
-        {"name": "enterprise-storage", "when": {"product": ["storage"], "min_value": 100000},
-         "route_to": {"tiers": ["platinum", "gold"]}, "strategy": "weighted"},
-        {"name": "everything-else", "when": {}, "strategy": "round_robin"},
-    ],
-    "tier_weights": {"platinum": 4, "gold": 3, "silver": 2, "registered": 1},
-}
+RULES = DEMO_RULES  # the rules `make run` seeds: the page is tested as a newcomer sees it
 PARTNERS = {"northwind": "platinum", "acme": "gold", "bluepeak": "silver"}
 T = TypeVar("T")
 
