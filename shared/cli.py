@@ -29,6 +29,7 @@ app = typer.Typer(help="Leadrouter: lead routing for channel sales.", no_args_is
 
 VAR = Path("var")
 TOKEN_FILE = VAR / "admin-token"
+SECRET_KEY_FILE = VAR / "secret-key"
 KEYS_FILE = VAR / "demo-partner-keys.txt"
 
 SAMPLE_LEAD = {
@@ -62,15 +63,19 @@ def seed_demo(env: dict[str, str] | None = None) -> dict[str, str]:
     return keys
 
 
+def _kept_secret(configured: str | None, path: Path, nbytes: int) -> str:
+    """The configured value, else the one `make run` generated before (kept in var/), else a new one."""
+    if configured:
+        return configured
+    if path.exists() and path.read_text().strip():
+        return path.read_text().strip()
+    value = secrets.token_urlsafe(nbytes)
+    write_private(path, value + "\n")
+    return value
+
+
 def _admin_token(settings: Settings) -> str:
-    """The configured token, else the one `make run` generated before (kept in var/), else a new one."""
-    if settings.admin_token:
-        return settings.admin_token
-    if TOKEN_FILE.exists() and TOKEN_FILE.read_text().strip():
-        return TOKEN_FILE.read_text().strip()
-    token = secrets.token_urlsafe(24)
-    write_private(TOKEN_FILE, token + "\n")
-    return token
+    return _kept_secret(settings.admin_token, TOKEN_FILE, 24)
 
 
 @app.command()
@@ -198,6 +203,9 @@ def up() -> None:
     settings = Settings()
     token = _admin_token(settings)
     env = {**os.environ, "LEADROUTER_ADMIN_TOKEN": token, "LEADROUTER_DATABASE_URL": settings.database_url}
+    # Encrypts the sources' secrets at rest; the one generated here stays in var/ with the database.
+    key = settings.secret_key.get_secret_value() if settings.secret_key else None
+    env["LEADROUTER_SECRET_KEY"] = _kept_secret(key, SECRET_KEY_FILE, 32)
     env.setdefault("LEADROUTER_WEBHOOK_ALLOW_PRIVATE", "true")  # make run: partner webhooks may point at this machine
     typer.echo(f"applying migrations to {settings.database_url}")
     upgrade(settings.database_url)

@@ -9,7 +9,7 @@ from functools import lru_cache
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from standardwebhooks import Webhook
 
@@ -94,6 +94,12 @@ class Settings(BaseSettings):
     delivery_lease_s: float = Field(default=60.0, gt=0)
 
     max_body_bytes: int = 256 * 1024
+    # Encrypts the secrets kept at rest (sources' HMAC secrets). Any long random string; several, comma
+    # separated, rotate it: the first encrypts, all decrypt. `make run` generates one into var/secret-key.
+    secret_key: SecretStr | None = None
+    # How long a process reuses the configured sources it read before reading them again (a change made
+    # through another process is seen after at most this long; one made through this process at once).
+    source_refresh_s: float = Field(default=2.0, ge=0)
     # A webhook source with no secret configured: `accept` it (make run, trying things out) or `reject` it
     # with 404 (production: nobody may post leads under a made-up source name).
     unconfigured_sources: Literal["accept", "reject"] = "accept"
@@ -122,7 +128,7 @@ class Settings(BaseSettings):
     def _zone(cls, value: str) -> str:
         return known_zone(value)
 
-    @field_validator("kafka_bootstrap", "admin_token", "monitor_url", mode="before")
+    @field_validator("kafka_bootstrap", "admin_token", "monitor_url", "secret_key", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value

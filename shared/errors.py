@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import BaseRoute, Match
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,10 @@ class PayloadTooLarge(AppError):
     status, title, type_slug = 413, "Payload too large", "payload-too-large"
 
 
+class UnsupportedMediaType(AppError):
+    status, title, type_slug = 415, "Unsupported media type", "unsupported-media-type"
+
+
 class ServiceUnavailable(AppError):
     status, title, type_slug = 503, "Service unavailable", "service-unavailable"
 
@@ -79,6 +84,11 @@ def field_errors(raw: list[Any]) -> list[dict[str, Any]]:
 PROBLEM_SCHEMA = {"content": {PROBLEM_JSON: {"schema": {"type": "object", "properties": {
     "type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
     "detail": {"type": "string"}, "errors": {"type": "array", "items": {"type": "object"}}}}}}}
+
+
+# Besides its own problems, every endpoint that takes a body answers 400 to one that is not JSON and 413 to one
+# over its limit (`shared.limits.BodyGuard`).
+BODY_PROBLEMS = (400, 413)
 
 
 def problem_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
@@ -117,7 +127,20 @@ def install_error_handlers(app: FastAPI) -> None:
                        slug="internal-error", headers={"X-Error-Id": error_id})
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         slug = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
-        return problem(exc.status_code, str(exc.detail), str(exc.detail), slug=slug,
-                       headers=getattr(exc, "headers", None))
+        headers = getattr(exc, "headers", None)
+        if exc.status_code == 405 and (allowed := allowed_methods(request)):
+            headers = {**(headers or {}), "Allow": allowed}
+        return problem(exc.status_code, str(exc.detail), str(exc.detail), slug=slug, headers=headers)
+
+
+HTTP_METHODS = ("DELETE", "GET", "HEAD", "PATCH", "POST", "PUT")
+
+
+def allowed_methods(request: Request) -> str:
+    """Every method served at the request's path. Starlette's own 405 names only the methods of the first
+    route that matched the path, although `PUT` and `GET` of one resource are separate routes."""
+    routes: list[BaseRoute] = request.app.router.routes
+    return ", ".join(method for method in HTTP_METHODS
+                     if any(route.matches({**request.scope, "method": method})[0] == Match.FULL for route in routes))

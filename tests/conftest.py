@@ -14,6 +14,7 @@ from tests.fixtures.databases import drop_pg_database, migrated_pg, migrated_sql
 from tests.fixtures.processes import broker
 
 ADMIN_TOKEN = "test-admin-token"
+SECRET_KEY = "test-secret-key-for-encrypting-source-secrets"
 
 
 @pytest.fixture(scope="session")
@@ -56,7 +57,8 @@ def db_url(request: pytest.FixtureRequest) -> str:
 def settings(db_url: str) -> Settings:
     """lead_router settings for in-process API tests: no Kafka parts (routing is driven by the test)."""
     return Settings(database_url=db_url, admin_token=ADMIN_TOKEN, run_relay=False, run_router=False,
-                    kafka_bootstrap="127.0.0.1:1", topic_prefix="test", performance_refresh_s=0)
+                    kafka_bootstrap="127.0.0.1:1", topic_prefix="test", performance_refresh_s=0,
+                    secret_key=SECRET_KEY)
 
 
 @pytest.fixture

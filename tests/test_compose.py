@@ -27,7 +27,7 @@ SERVICES = {"kafka", "postgres", "migrate", "lead_router", "sla_monitor"}
 HTTP_SERVICES = {"lead_router": 8000, "sla_monitor": 8001}
 APP_SERVICES = ["migrate", *HTTP_SERVICES]
 # What the operator must supply (`${VAR:?...}`); everything else falls back to its compose default.
-REQUIRED_FROM_OPERATOR = {"LEADROUTER_ADMIN_TOKEN": "test-admin-token"}
+REQUIRED_FROM_OPERATOR = {"LEADROUTER_ADMIN_TOKEN": "test-admin-token", "LEADROUTER_SECRET_KEY": "test-secret-key"}
 
 _INTERPOLATION = re.compile(r"\$\{(?P<name>\w+)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}")
 

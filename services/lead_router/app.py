@@ -30,6 +30,8 @@ from services.lead_router.notify.worker import DeliveryWorker
 from services.lead_router.partner.endpoints import router as partners_router
 from services.lead_router.routing.endpoints import router as routing_router
 from services.lead_router.routing.handlers import reconcile_forever, router_batch, router_handlers
+from services.lead_router.source.endpoints import router as sources_router
+from services.lead_router.source.service import SourceCache
 from services.lead_router.ui.endpoints import router as ui_router
 from shared.config import Settings, get_settings
 from shared.db import create_engine, session_factory
@@ -94,6 +96,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.sessions = session_factory(engine)
         app.state.tasks = TaskGroup()
         app.state.ingest_writer = IngestWriter(app.state.sessions, settings)
+        app.state.sources = SourceCache(app.state.sessions, settings)
         app.state.tasks.start("ingest-writer", app.state.ingest_writer.run())
         app.state.producer = app.state.relay = app.state.consumer = None
         if settings.run_relay or settings.run_router:
@@ -134,8 +137,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     install_error_handlers(app)
     install_probes(app, registry, refresh_metrics)
-    for router in (intake_router, partners_router, routing_router, leads_router, partner_router, metrics_router,
-                   scorecard_router, notify_router, ui_router):
+    for router in (intake_router, sources_router, partners_router, routing_router, leads_router, partner_router,
+                   metrics_router, scorecard_router, notify_router, ui_router):
         app.include_router(router)
     app.add_middleware(BodyGuard, admin_token=lambda: app.state.settings.admin_token, open_paths=("/v1/webhooks/",),
                        limits={"/v1/webhooks/": settings.max_body_bytes, "/v1/routing/simulate": SIMULATE_MAX_BYTES})

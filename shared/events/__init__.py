@@ -15,7 +15,7 @@ CONTENT_TYPE = "application/cloudevents+json"
 TYPE_PREFIX = "leadrouter."
 
 LEAD_EVENTS = ("lead.received", "lead.nurturing", "lead.routed", "lead.accepted", "lead.rejected",
-               "lead.recalled", "lead.activity", "lead.disposition", "lead.unroutable")
+               "lead.recalled", "lead.activity", "lead.disposition", "lead.unroutable", "lead.updated")
 SLA_EVENTS = ("sla.breached", "sla.resolved", "sla.acknowledged", "sla.clock_ended")
 PARTNER_EVENTS = ("partner.upserted",)
 

@@ -14,3 +14,6 @@ __all__ += ["SlaAlert", "SlaClock", "SlaPartner", "SlaPolicy"]
 from shared.models.notify import WebhookAttempt, WebhookDelivery  # noqa: E402
 
 __all__ += ["WebhookAttempt", "WebhookDelivery"]
+from shared.models.source import Source  # noqa: E402
+
+__all__ += ["Source"]

@@ -3,10 +3,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, String, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from shared.models.base import Base, UTCDateTime, utcnow
+
+# Leads in a final status (won, lost, no decision) are closed; every other lead is open.
+OPEN_PREDICATE = "status NOT IN ('won', 'lost', 'no_decision')"
 
 
 class Lead(Base):
@@ -16,6 +19,10 @@ class Lead(Base):
         Index("ix_leads_status_created", "status", "created_at"),
         Index("ix_leads_partner_status", "partner_id", "status"),
         Index("ix_leads_created", "created_at"),
+        # One open lead per person: a second lead with the email of an open one cannot be inserted (intake
+        # merges into the open lead instead), also when two deliveries race in two processes.
+        Index("uq_leads_open_email", "email_norm", unique=True,
+              postgresql_where=text(OPEN_PREDICATE), sqlite_where=text(OPEN_PREDICATE)),
     )
 
     lead_id: Mapped[str] = mapped_column(String(36), primary_key=True)
@@ -36,6 +43,8 @@ class Lead(Base):
     accepted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     won_amount: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # The contact's email, trimmed and lower-cased (dots and plus tags kept): the person behind the lead.
+    email_norm: Mapped[str | None] = mapped_column(String(320), nullable=True)
 
 
 class WebhookReceipt(Base):

@@ -1,5 +1,6 @@
-"""The same `webhook-id` delivered at once to two API processes, with different bodies, makes one lead
-(PostgreSQL: two processes really write concurrently; SQLite serializes every write)."""
+"""Deliveries racing in two API processes make one lead: the same `webhook-id` with different bodies, and
+the same person (email) from two sources (PostgreSQL: two processes really write concurrently; SQLite
+serializes every write)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -45,24 +47,30 @@ def two_apis(pg_db: str, tmp_path: Path) -> Iterator[list[Service]]:
             api.stop()
 
 
+def _race(apis: list[Service], deliveries: list[tuple[str, dict[str, Any], dict[str, str]]]) -> list[httpx.Response]:
+    """Each (source, body, headers) posted to its own process at the same instant."""
+    barrier = threading.Barrier(len(apis))
+    responses: list[httpx.Response] = []
+
+    def deliver(api: Service, source: str, body: dict[str, Any], headers: dict[str, str]) -> None:
+        barrier.wait()
+        responses.append(httpx.post(f"{api.url}/v1/webhooks/{source}", json=body, headers=headers, timeout=30))
+
+    threads = [threading.Thread(target=deliver, args=(api, *d)) for api, d in zip(apis, deliveries, strict=True)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return responses
+
+
 async def test_one_webhook_id_one_lead_across_processes(two_apis: list[Service], pg_db: str) -> None:
     statuses: list[int] = []
     for _ in range(ROUNDS):
-        webhook_id = f"msg_{uuid.uuid4().hex}"
-        barrier = threading.Barrier(len(two_apis))
-
-        def deliver(api: Service, webhook_id: str = webhook_id, barrier: threading.Barrier = barrier) -> None:
-            body = lead_body(external_id=f"ext-{uuid.uuid4().hex}")  # a different body on each side
-            barrier.wait()
-            response = httpx.post(f"{api.url}/v1/webhooks/generic", json=body, headers={"webhook-id": webhook_id},
-                                  timeout=30)
-            statuses.append(response.status_code)
-
-        threads = [threading.Thread(target=deliver, args=(api,)) for api in two_apis]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        headers = {"webhook-id": f"msg_{uuid.uuid4().hex}"}
+        # a different body (another external id, another person) on each side
+        statuses += [r.status_code for r in _race(two_apis, [
+            ("generic", lead_body(external_id=f"ext-{uuid.uuid4().hex}"), headers) for _ in two_apis])]
     engine = create_engine(pg_db)
     try:
         async with engine.connect() as conn:
@@ -72,3 +80,21 @@ async def test_one_webhook_id_one_lead_across_processes(two_apis: list[Service],
         await engine.dispose()
     assert (leads, receipts) == (ROUNDS, ROUNDS)
     assert sorted(statuses) == [200] * ROUNDS + [202] * ROUNDS
+
+
+async def test_one_person_one_open_lead_across_processes(two_apis: list[Service], pg_db: str) -> None:
+    responses: list[httpx.Response] = []
+    for i in range(ROUNDS):
+        person = f"pat.lee+{i}@example.com"
+        responses += _race(two_apis, [
+            ("generic", lead_body(external_id=f"g-{uuid.uuid4().hex}", email=person), {}),
+            ("marketo", lead_body(external_id=f"m-{uuid.uuid4().hex}", email=f" {person.upper()} ", score=90), {})])
+    engine = create_engine(pg_db)
+    try:
+        async with engine.connect() as conn:
+            leads = await conn.scalar(select(func.count()).select_from(Lead))
+            people = await conn.scalar(select(func.count(func.distinct(Lead.email_norm))))
+    finally:
+        await engine.dispose()
+    assert (leads, people) == (ROUNDS, ROUNDS)
+    assert sorted(r.status_code for r in responses) == [200] * ROUNDS + [202] * ROUNDS, [r.text for r in responses]

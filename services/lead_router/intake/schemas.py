@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
@@ -20,18 +20,28 @@ class NoNul(BaseModel):
         return value
 
 
+Name100 = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+Employees = Annotated[int, Field(ge=0)]
+Country = Annotated[str, StringConstraints(pattern=r"^[A-Za-z]{2}$", to_upper=True)]
+Region = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=10, to_upper=True)]
+PostalCode = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=12, to_upper=True)]
+Email = Annotated[str, StringConstraints(strip_whitespace=True, max_length=320, pattern=EMAIL_PATTERN)]
+Phone = Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=40)]
+Money = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Score = Annotated[int, Field(ge=0, le=1000)]
+Campaign = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+
+
 class CompanyIn(NoNul):
     model_config = ConfigDict(extra="ignore")
 
     name: Text
     domain: Text | None = None
-    industry: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)] | None = None
-    employees: int | None = Field(default=None, ge=0)
-    country: Annotated[str, StringConstraints(pattern=r"^[A-Za-z]{2}$", to_upper=True)]
-    region: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=10,
-                                             to_upper=True)] | None = None
-    postal_code: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=12,
-                                                  to_upper=True)] | None = None
+    industry: Name100 | None = None
+    employees: Employees | None = None
+    country: Country
+    region: Region | None = None
+    postal_code: PostalCode | None = None
 
 
 class LeadIn(NoNul):
@@ -40,16 +50,16 @@ class LeadIn(NoNul):
     model_config = ConfigDict(extra="ignore")
 
     external_id: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-    email: Annotated[str, StringConstraints(strip_whitespace=True, max_length=320, pattern=EMAIL_PATTERN)]
+    email: Email
     first_name: Text | None = None
     last_name: Text | None = None
-    phone: Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=40)] | None = None
+    phone: Phone | None = None
     title: Text | None = None
     company: CompanyIn
-    product: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)] | None = None
-    estimated_value: float | None = Field(default=None, ge=0, allow_inf_nan=False)
-    score: int | None = Field(default=None, ge=0, le=1000)
-    campaign: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)] | None = None
+    product: Name100 | None = None
+    estimated_value: Money | None = None
+    score: Score | None = None
+    campaign: Campaign | None = None
     occurred_at: AwareDatetime | None = None
 
     @field_validator("occurred_at")
@@ -69,3 +79,57 @@ class IntakeAccepted(BaseModel):
     status: Literal["received", "nurturing", "offered", "accepted", "working", "won", "lost", "no_decision",
                     "unroutable"]
     duplicate: bool
+
+
+class IntakeItem(BaseModel):
+    """One lead of a payload that carries several. `lead_id` is null (status `ignored`) for an item that is
+    not a lead we can store or update, e.g. a HubSpot `contact.creation` event (it carries only the contact
+    id) or a property change of a contact we never received."""
+
+    external_id: str | None
+    lead_id: str | None
+    status: Literal["received", "nurturing", "offered", "accepted", "working", "won", "lost", "no_decision",
+                    "unroutable", "ignored"]
+    duplicate: bool
+
+
+class IntakeBatchAccepted(BaseModel):
+    leads: list[IntakeItem]
+
+
+class CompanyPatch(NoNul):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Text | None = None
+    domain: Text | None = None
+    industry: Name100 | None = None
+    employees: Employees | None = None
+    country: Country | None = None
+    region: Region | None = None
+    postal_code: PostalCode | None = None
+
+
+class LeadPatch(NoNul):
+    """Some fields of a known lead (e.g. a HubSpot property change), with the generic body's types."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    email: Email | None = None
+    first_name: Text | None = None
+    last_name: Text | None = None
+    phone: Phone | None = None
+    title: Text | None = None
+    company: CompanyPatch | None = None
+    product: Name100 | None = None
+    estimated_value: Money | None = None
+    score: Score | None = None
+    campaign: Campaign | None = None
+    occurred_at: AwareDatetime | None = None
+
+    def changes(self) -> dict[str, Any]:
+        """The fields it sets, dotted (`company.country`), empty ones left out."""
+        values = self.model_dump(mode="json", exclude_none=True, exclude={"company", "occurred_at"})
+        if self.company is not None:
+            company = self.company.model_dump(mode="json", exclude_none=True)
+            values.update({f"company.{k}": v for k, v in company.items()})
+        return values

@@ -1,20 +1,24 @@
-"""Intake: store a lead durably with its `lead.received` event, once per (source, external_id) and webhook-id."""
+"""Intake: store a lead durably with its `lead.received` event, once per (source, external_id), webhook-id and
+open person (normalized email): a later delivery of a known lead is merged into it."""
 
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Table, select
+from sqlalchemy import CursorResult, Table, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.lead_router.intake.schemas import IntakeAccepted, LeadIn
 from services.lead_router.lead import timeline
-from services.lead_router.lead.states import NURTURING, RECEIVED
+from services.lead_router.lead.states import FINAL, NURTURING, RECEIVED, UNROUTABLE
 from shared.config import Settings
 from shared.db import is_postgres
 from shared.models import Base, Lead, WebhookReceipt, utcnow
+from shared.models.lead import OPEN_PREDICATE
 
 CONTACT_FIELDS = ("email", "first_name", "last_name", "phone", "title")
 
@@ -22,6 +26,12 @@ CONTACT_FIELDS = ("email", "first_name", "last_name", "phone", "title")
 def received_data(lead: Lead) -> dict[str, Any]:
     return {"external_id": lead.external_id, "score": lead.score, "product": lead.product,
             "estimated_value": lead.estimated_value, "campaign": lead.campaign, "company": lead.company}
+
+
+def normalize_email(email: str) -> str:
+    """The person behind a lead: case and surrounding spaces do not matter; dots and plus tags do (they may
+    be different mailboxes)."""
+    return email.strip().lower()
 
 
 def _apply(lead: Lead, body: LeadIn) -> None:
@@ -32,42 +42,127 @@ def _apply(lead: Lead, body: LeadIn) -> None:
     lead.company = body.company.model_dump(mode="json")
     lead.contact = body.model_dump(mode="json", include=set(CONTACT_FIELDS))
     lead.occurred_at = body.occurred_at
+    lead.email_norm = normalize_email(body.email)
+
+
+@dataclass(frozen=True)
+class Patch:
+    """Some fields of a lead already known by its `(source, external_id)`, e.g. a HubSpot property change.
+    `fields` uses the generic body's dotted names (`score`, `company.country`), already validated."""
+
+    external_id: str
+    fields: dict[str, Any]
+    occurred_at: datetime | None = None
+
+
+Entry = LeadIn | Patch
 
 
 async def ingest(session: AsyncSession, *, source: str, body: LeadIn, webhook_id: str | None,
                  settings: Settings) -> IntakeAccepted:
+    """Store a new lead, or, when it is known already (the same `(source, external_id)`, or an open lead of
+    the same person from any source), merge it into that lead and answer a duplicate."""
     if webhook_id:
         receipt = await session.get(WebhookReceipt, (source, webhook_id))
         if receipt is not None:
             lead = await session.get(Lead, receipt.lead_id)
             return IntakeAccepted(lead_id=receipt.lead_id, status=lead.status if lead else RECEIVED,
                                   duplicate=True)
-    lead = Lead(lead_id=str(uuid.uuid4()), source=source, external_id=body.external_id, status=RECEIVED,
-                created_at=utcnow())
-    lead.updated_at = lead.created_at
-    _apply(lead, body)
-    if await _insert_new(session, lead):
-        timeline.record(session, settings, lead, "lead.received", data=received_data(lead), at=lead.created_at)
-        await _claim(session, source, webhook_id, lead.lead_id)
-        return IntakeAccepted(lead_id=lead.lead_id, status=RECEIVED, duplicate=False)
-    existing = await _by_external_id(session, source, body.external_id)
-    if existing is None:  # pragma: no cover - the conflicting row is committed or we would not conflict
-        raise RuntimeError("lead conflict without a lead")
-    await _update_duplicate(session, existing, body, settings)
-    await _remember(session, source, webhook_id, existing.lead_id)
-    return IntakeAccepted(lead_id=existing.lead_id, status=existing.status, duplicate=True)  # type: ignore[arg-type]
+    for _ in range(3):
+        lead = Lead(lead_id=str(uuid.uuid4()), source=source, external_id=body.external_id, status=RECEIVED,
+                    created_at=utcnow())
+        lead.updated_at = lead.created_at
+        _apply(lead, body)
+        if await _insert_new(session, lead):
+            timeline.record(session, settings, lead, "lead.received", data=received_data(lead), at=lead.created_at)
+            await _claim(session, source, webhook_id, lead.lead_id)
+            return IntakeAccepted(lead_id=lead.lead_id, status=RECEIVED, duplicate=False)
+        existing = (await _by_external_id(session, source, body.external_id)
+                    or await _open_by_email(session, normalize_email(body.email)))
+        if existing is None:  # the lead it collided with closed or rolled back meanwhile: insert again
+            continue
+        await merge(session, existing, _incoming(body), settings=settings, source=source,
+                    external_id=body.external_id, occurred_at=body.occurred_at)
+        await _remember(session, source, webhook_id, existing.lead_id)
+        return IntakeAccepted(lead_id=existing.lead_id, status=existing.status,  # type: ignore[arg-type]
+                              duplicate=True)
+    raise RuntimeError(f"lead {source}/{body.external_id} kept colliding with leads that went away")
 
 
-async def _update_duplicate(session: AsyncSession, lead: Lead, body: LeadIn, settings: Settings) -> None:
-    """A repeat of a lead still in nurture brings fresh data: re-qualify it with a new `lead.received`.
+async def apply_patch(session: AsyncSession, *, source: str, patch: Patch, settings: Settings) -> Lead | None:
+    """A change to a known lead (by `(source, external_id)`); None when no such lead exists."""
+    lead = await _by_external_id(session, source, patch.external_id)
+    if lead is not None:
+        await merge(session, lead, patch.fields, settings=settings, source=source, external_id=patch.external_id,
+                    occurred_at=patch.occurred_at)
+    return lead
 
-    The lead goes back to `received`, i.e. waiting, so that the reconciler routes it too if the event is
-    lost; a score still below the bar sends it back to nurture."""
-    if lead.status != NURTURING or body.score == lead.score:
-        return
-    _apply(lead, body)
-    lead.status, lead.updated_at = RECEIVED, utcnow()
-    timeline.record(session, settings, lead, "lead.received", data={**received_data(lead), "update": True})
+
+MERGED_FIELDS = ("email", "first_name", "last_name", "phone", "title", "company.name", "company.domain",
+                 "company.industry", "company.employees", "company.country", "company.region",
+                 "company.postal_code", "product", "estimated_value", "campaign", "score")
+
+
+def _incoming(body: LeadIn) -> dict[str, Any]:
+    company = body.company.model_dump(mode="json")
+    values = {**body.model_dump(mode="json", include={*CONTACT_FIELDS, "product", "estimated_value",
+                                                      "campaign", "score"}),
+              **{f"company.{k}": v for k, v in company.items()}}
+    return {k: v for k, v in values.items() if v not in (None, "")}
+
+
+def _current(lead: Lead, name: str) -> Any:
+    if name.startswith("company."):
+        return (lead.company or {}).get(name[8:])
+    if name in CONTACT_FIELDS:
+        return (lead.contact or {}).get(name)
+    return getattr(lead, name)
+
+
+def _set(lead: Lead, name: str, value: Any) -> None:
+    if name.startswith("company."):
+        lead.company = {**(lead.company or {}), name[8:]: value}  # a new dict: JSON columns track assignment
+    elif name in CONTACT_FIELDS:
+        lead.contact = {**(lead.contact or {}), name: value}
+    else:
+        setattr(lead, name, value)
+
+
+async def merge(session: AsyncSession, lead: Lead, incoming: dict[str, Any], *, settings: Settings, source: str,
+                external_id: str, occurred_at: datetime | None) -> dict[str, Any]:
+    """Merge a later delivery into an open lead: its non-empty values win (an older one, by `occurred_at`,
+    only fills what is empty), its score replaces the lead's. What changed goes to the timeline and out as
+    `lead.updated`; a lead waiting in nurture (or left unroutable) is decided again on the new facts. A
+    closed lead is history: nothing changes. Returns the changes (`{field: {"from", "to"}}`)."""
+    if lead.status in FINAL:
+        return {}
+    older = occurred_at is not None and lead.occurred_at is not None and occurred_at < lead.occurred_at
+    changes: dict[str, Any] = {}
+    for name in MERGED_FIELDS:
+        if name not in incoming:
+            continue
+        value, current = incoming[name], _current(lead, name)
+        if value == current or (older and current not in (None, "")):
+            continue
+        if name == "email" and normalize_email(value) != lead.email_norm:
+            other = await _open_by_email(session, normalize_email(value))
+            if other is not None and other.lead_id != lead.lead_id:
+                continue  # that person has an open lead of their own: both stay as they are
+            lead.email_norm = normalize_email(value)
+        _set(lead, name, value)
+        changes[name] = {"from": current, "to": value}
+    if not changes:
+        return changes
+    if occurred_at is not None and not older:
+        lead.occurred_at = occurred_at
+    lead.updated_at = utcnow()
+    merged_from = {} if (source, external_id) == (lead.source, lead.external_id) else {
+        "merged_from": {"source": source, "external_id": external_id}}
+    timeline.record(session, settings, lead, "lead.updated", data={"changes": changes, **merged_from})
+    if lead.status in (NURTURING, UNROUTABLE):  # new facts: the router decides this lead again
+        lead.status = RECEIVED
+        timeline.record(session, settings, lead, "lead.received", data={**received_data(lead), "update": True})
+    return changes
 
 
 class WebhookTaken(Exception):
@@ -111,6 +206,12 @@ _INSERT_IGNORE: dict[tuple[bool, type[Base]], Any] = {
 
 async def _by_external_id(session: AsyncSession, source: str, external_id: str) -> Lead | None:
     return await session.scalar(select(Lead).where(Lead.source == source, Lead.external_id == external_id)
+                                .with_for_update())
+
+
+async def _open_by_email(session: AsyncSession, email_norm: str) -> Lead | None:
+    # The predicate verbatim as the partial unique index has it, so both databases read that index.
+    return await session.scalar(select(Lead).where(Lead.email_norm == email_norm, text(OPEN_PREDICATE))
                                 .with_for_update())
 
 

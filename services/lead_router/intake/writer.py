@@ -1,25 +1,35 @@
 """Group commit for intake: webhooks that arrive together are written in one transaction.
 
-A webhook's answer (202) waits until its lead is committed, so durability is unchanged; what changes is
+A webhook's answer (202) waits until its leads are committed, so durability is unchanged; what changes is
 that one BEGIN/INSERT/COMMIT round serves every request queued meanwhile. The writer takes whatever is
 waiting when it becomes free, with no timer, so a lone webhook is not delayed. If a batch fails, its
-leads are written one at a time, so one bad lead cannot fail the others.
+requests are written one at a time, each in its own transaction (a request's leads all or none), so one
+bad request cannot fail the others.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.lead_router.intake.schemas import IntakeAccepted, LeadIn
-from services.lead_router.intake.service import WebhookTaken, ingest, ingest_many
+from services.lead_router.intake.schemas import IntakeItem, LeadIn
+from services.lead_router.intake.service import Entry, Patch, WebhookTaken, apply_patch, ingest, ingest_many
 from shared.config import Settings
 
 log = logging.getLogger(__name__)
 
-Item = tuple[str, LeadIn, str | None, "asyncio.Future[IntakeAccepted]"]
+
+@dataclass
+class Unit:
+    """One request's leads (and changes to known leads), with the webhook-id of each."""
+
+    source: str
+    entries: list[Entry]
+    webhook_ids: list[str | None]
+    future: asyncio.Future[list[IntakeItem]]
 
 
 class IngestWriter:
@@ -28,44 +38,71 @@ class IngestWriter:
         self.sessions = sessions
         self.settings = settings
         self.max_batch = max_batch
-        self.queue: asyncio.Queue[Item] = asyncio.Queue()
+        self.queue: asyncio.Queue[Unit] = asyncio.Queue()
 
-    async def submit(self, source: str, body: LeadIn, webhook_id: str | None) -> IntakeAccepted:
-        future: asyncio.Future[IntakeAccepted] = asyncio.get_running_loop().create_future()
-        self.queue.put_nowait((source, body, webhook_id, future))
+    async def submit(self, source: str, entries: list[Entry], webhook_ids: list[str | None]) -> list[IntakeItem]:
+        future: asyncio.Future[list[IntakeItem]] = asyncio.get_running_loop().create_future()
+        self.queue.put_nowait(Unit(source, entries, webhook_ids, future))
         # Shielded: a client that hangs up does not cancel the write, only its wait for the answer.
         return await asyncio.shield(future)
 
     async def run(self) -> None:
         while True:
             batch = [await self.queue.get()]
-            while len(batch) < self.max_batch and not self.queue.empty():
+            size = len(batch[0].entries)
+            while size < self.max_batch and not self.queue.empty():
                 batch.append(self.queue.get_nowait())
+                size += len(batch[-1].entries)
             await self._write(batch)
 
-    async def _write(self, batch: list[Item]) -> None:
+    async def _write(self, batch: list[Unit]) -> None:
         try:
             async with self.sessions() as session, session.begin():
-                results = await ingest_many(session, [(s, b, w) for s, b, w, _ in batch], settings=self.settings)
+                results = await self._store(session, batch)
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.warning("intake batch of %d failed; writing its leads one at a time", len(batch), exc_info=True)
-            for item in batch:
-                await self._write_one(item)
+            log.warning("intake batch of %d request(s) failed; writing them one at a time", len(batch),
+                        exc_info=True)
+            for unit in batch:
+                await self._write_one(unit)
             return
-        for (_, _, _, future), result in zip(batch, results, strict=True):
-            if not future.done():
-                future.set_result(result)
+        for unit, result in zip(batch, results, strict=True):
+            if not unit.future.done():
+                unit.future.set_result(result)
 
-    async def _write_one(self, item: Item) -> None:
-        source, body, webhook_id, future = item
+    async def _store(self, session: AsyncSession, batch: list[Unit]) -> list[list[IntakeItem]]:
+        """New leads of every request with one multi-row insert; then changes to known leads, in order."""
+        leads = [(u.source, e, w) for u in batch for e, w in zip(u.entries, u.webhook_ids, strict=True)
+                 if isinstance(e, LeadIn)]
+        stored = iter(await ingest_many(session, leads, settings=self.settings) if leads else [])
+        results = []
+        for unit in batch:
+            items = []
+            for entry in unit.entries:
+                if isinstance(entry, LeadIn):
+                    accepted = next(stored)
+                    items.append(IntakeItem(external_id=entry.external_id, lead_id=accepted.lead_id,
+                                            status=accepted.status, duplicate=accepted.duplicate))
+                else:
+                    items.append(await self._patch(session, unit.source, entry))
+            results.append(items)
+        return results
+
+    async def _patch(self, session: AsyncSession, source: str, patch: Patch) -> IntakeItem:
+        lead = await apply_patch(session, source=source, patch=patch, settings=self.settings)
+        if lead is None:
+            return IntakeItem(external_id=patch.external_id, lead_id=None, status="ignored", duplicate=False)
+        return IntakeItem(external_id=patch.external_id, lead_id=lead.lead_id, status=lead.status,  # type: ignore[arg-type]
+                          duplicate=True)
+
+    async def _write_one(self, unit: Unit) -> None:
         try:
             for attempt in range(3):
                 try:
                     async with self.sessions() as session, session.begin():
-                        result = await ingest(session, source=source, body=body, webhook_id=webhook_id,
-                                              settings=self.settings)
+                        result = [await self._one(session, unit.source, e, w)
+                                  for e, w in zip(unit.entries, unit.webhook_ids, strict=True)]
                     break
                 except WebhookTaken:  # another process stored it first: now its receipt answers
                     if attempt == 2:
@@ -73,8 +110,15 @@ class IngestWriter:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # handed to the waiting request, which answers with a problem
-            if not future.done():
-                future.set_exception(exc)
+            if not unit.future.done():
+                unit.future.set_exception(exc)
             return
-        if not future.done():
-            future.set_result(result)
+        if not unit.future.done():
+            unit.future.set_result(result)
+
+    async def _one(self, session: AsyncSession, source: str, entry: Entry, webhook_id: str | None) -> IntakeItem:
+        if isinstance(entry, Patch):
+            return await self._patch(session, source, entry)
+        accepted = await ingest(session, source=source, body=entry, webhook_id=webhook_id, settings=self.settings)
+        return IntakeItem(external_id=entry.external_id, lead_id=accepted.lead_id, status=accepted.status,
+                          duplicate=accepted.duplicate)

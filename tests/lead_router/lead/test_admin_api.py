@@ -66,7 +66,7 @@ async def test_list_filters_and_pages(client: httpx.AsyncClient, admin: Headers,
 
     lead = (await client.get(f"/v1/leads/{de[0]}", headers=admin)).json()
     assert lead["lead_id"] == de[0] and lead["source"] == "hubspot" and lead["partner_id"] == "b"
-    assert lead["contact"]["email"] == "dana.wu@example.com" and lead["company"]["country"] == "DE"
+    assert lead["contact"]["email"].startswith("dana.wu+") and lead["company"]["country"] == "DE"
     for key in ("external_id", "status", "score", "product", "estimated_value", "created_at", "routed_at",
                 "accepted_at", "closed_at"):
         assert key in lead
