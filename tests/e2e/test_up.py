@@ -56,7 +56,7 @@ def test_up_prints_a_working_curl_and_stops_cleanly_on_ctrl_c(tmp_path: Path) ->
         assert status == "offered"
         keys = dict(line.split() for line in (tmp_path / "var" / "demo-partner-keys.txt").read_text().splitlines())
         assert set(keys) == {"acme", "bluepeak", "northwind", "rheinwerk"}
-        for secret in ("admin-token", "demo-partner-keys.txt"):
+        for secret in ("admin-token", "demo-partner-keys.txt", "secret-key"):
             assert (tmp_path / "var" / secret).stat().st_mode & 0o777 == 0o600
         acme = httpx.get(f"{router}/v1/partners/acme", headers=admin, timeout=10).json()
         assert acme["operating_periods"] == {"start_months": [1, 7]} and len(acme["objectives"]) == 2
@@ -77,7 +77,8 @@ def test_up_prints_a_working_curl_and_stops_cleanly_on_ctrl_c(tmp_path: Path) ->
         for _ in range(100):
             try:
                 again = httpx.post(f"{router}/v1/webhooks/generic", json={**json.loads(payload.group(1)),
-                                   "external_id": "after-restart"}, timeout=10)
+                                   "external_id": "after-restart", "email": "another.person@example.com"},
+                                   timeout=10)
                 break
             except httpx.HTTPError:
                 time.sleep(0.2)

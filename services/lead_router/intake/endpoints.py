@@ -119,15 +119,15 @@ def _entries(batch: Batch) -> list[Entry | None]:
                         **problem_responses(400, 401, 404, 413, 415, 422)},
              openapi_extra={"requestBody": {"required": True, "content": {
                  "application/json": {"schema": LeadIn.model_json_schema(
-                     ref_template="#/components/schemas/{model}")},
-                 "application/x-www-form-urlencoded": {"schema": {"type": "object"}}}}})
+                     ref_template="#/components/schemas/{model}")}}}})
 async def receive_lead(source: Source, request: Request) -> Response:
     """Receive leads from marketing automation.
 
     An unconfigured source takes the generic JSON body, verified by `LEADROUTER_WEBHOOK_SECRET_<SOURCE>`
     when that is set (with `LEADROUTER_UNCONFIGURED_SOURCES=reject`, the production setting, it is a 404).
     A source configured through `PUT /v1/sources/{source}` is read by its adapter (`hubspot`, `mautic`,
-    `marketo`, `form`, `generic`) and verified its own way.
+    `marketo`, `form`, `generic`) and verified its own way; the body documented here is the generic one (the
+    `form` adapter takes `application/x-www-form-urlencoded` with the same names, dotted for nesting).
 
     202 once the leads and their `lead.received` events are durably stored; routing follows asynchronously.
     A lead already known (the same `(source, external_id)` or `webhook-id`, or an open lead with the same

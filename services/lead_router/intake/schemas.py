@@ -1,12 +1,45 @@
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+)
 
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=300)]
-EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+# The documented pattern means the same in JSON Schema (ECMA 262) as in Python; whitespace and control
+# characters (which the two regex flavours' `\s` disagree on) are refused by `_no_space` (a value error).
+EMAIL_PATTERN = r"^[^@]+@[^@]+\.[^@]+$"
+_SPACE_OR_CONTROL = re.compile(r"[\s\x00-\x1f\x7f-\x9f]")
+
+
+def _no_space(value: str) -> str:
+    if _SPACE_OR_CONTROL.search(value):
+        raise ValueError("must not contain spaces or control characters")
+    return value
+
+
+def _not_bool(value: object) -> object:
+    """JSON `true` is not the number 1 (pydantic's lax mode would take it as one)."""
+    if isinstance(value, bool):
+        raise ValueError("must be a number, not a boolean")
+    return value
+
+
+def _rfc3339_only(value: object) -> object:
+    """A time is an RFC 3339 string: pydantic would also take a number as a Unix timestamp."""
+    if value is not None and not isinstance(value, str | datetime):
+        raise ValueError("must be an RFC 3339 date-time string")
+    return value
 
 
 class NoNul(BaseModel):
@@ -21,14 +54,16 @@ class NoNul(BaseModel):
 
 
 Name100 = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
-Employees = Annotated[int, Field(ge=0)]
+Employees = Annotated[int, Field(ge=0), BeforeValidator(_not_bool)]
 Country = Annotated[str, StringConstraints(pattern=r"^[A-Za-z]{2}$", to_upper=True)]
 Region = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=10, to_upper=True)]
 PostalCode = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=12, to_upper=True)]
-Email = Annotated[str, StringConstraints(strip_whitespace=True, max_length=320, pattern=EMAIL_PATTERN)]
+Email = Annotated[str, StringConstraints(strip_whitespace=True, max_length=320, pattern=EMAIL_PATTERN),
+                  AfterValidator(_no_space)]
+Time = Annotated[AwareDatetime, BeforeValidator(_rfc3339_only)]
 Phone = Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=40)]
-Money = Annotated[float, Field(ge=0, allow_inf_nan=False)]
-Score = Annotated[int, Field(ge=0, le=1000)]
+Money = Annotated[float, Field(ge=0, allow_inf_nan=False), BeforeValidator(_not_bool)]
+Score = Annotated[int, Field(ge=0, le=1000), BeforeValidator(_not_bool)]
 Campaign = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 
 
@@ -60,7 +95,7 @@ class LeadIn(NoNul):
     estimated_value: Money | None = None
     score: Score | None = None
     campaign: Campaign | None = None
-    occurred_at: AwareDatetime | None = None
+    occurred_at: Time | None = None
 
     @field_validator("occurred_at")
     @classmethod
@@ -124,7 +159,7 @@ class LeadPatch(NoNul):
     estimated_value: Money | None = None
     score: Score | None = None
     campaign: Campaign | None = None
-    occurred_at: AwareDatetime | None = None
+    occurred_at: Time | None = None
 
     def changes(self) -> dict[str, Any]:
         """The fields it sets, dotted (`company.country`), empty ones left out."""

@@ -17,7 +17,7 @@ from services.lead_router.lead.schemas import (
     Timeline,
 )
 from services.lead_router.lead.states import STATUSES
-from shared.errors import problem_responses
+from shared.errors import BODY_PROBLEMS, problem_responses
 from shared.models import Lead
 from shared.pagination import CursorQuery, IdQuery, LimitQuery, Page, decode_time_cursor, time_cursor
 
@@ -79,7 +79,8 @@ async def accept(lead_id: str, partner: PartnerDep, session: SessionDep, setting
     return await service.accept(session, partner, lead_id, settings=settings)
 
 
-@partner_router.post("/{lead_id}/reject", response_model=StepResult, responses=problem_responses(404, 409))
+@partner_router.post("/{lead_id}/reject", response_model=StepResult,
+                     responses=problem_responses(*BODY_PROBLEMS, 404, 409))
 async def reject(lead_id: str, body: RejectIn, partner: PartnerDep, session: SessionDep,
                  settings: SettingsDep) -> StepResult:
     """Turn an offered lead down, with a reason; it is routed on to the next eligible partner."""
@@ -87,7 +88,7 @@ async def reject(lead_id: str, body: RejectIn, partner: PartnerDep, session: Ses
 
 
 @partner_router.post("/{lead_id}/activities", status_code=201, response_model=ActivityRead,
-                     responses=problem_responses(404, 409))
+                     responses=problem_responses(*BODY_PROBLEMS, 404, 409))
 async def add_activity(lead_id: str, body: ActivityIn, partner: PartnerDep, session: SessionDep,
                        settings: SettingsDep) -> ActivityRead:
     """Log a first touch or follow-up on an accepted lead. The first activity of any type counts as the
@@ -95,7 +96,8 @@ async def add_activity(lead_id: str, body: ActivityIn, partner: PartnerDep, sess
     return await service.add_activity(session, partner, lead_id, body, settings=settings)
 
 
-@partner_router.post("/{lead_id}/disposition", response_model=StepResult, responses=problem_responses(404, 409))
+@partner_router.post("/{lead_id}/disposition", response_model=StepResult,
+                     responses=problem_responses(*BODY_PROBLEMS, 404, 409))
 async def disposition(lead_id: str, body: DispositionIn, partner: PartnerDep, session: SessionDep,
                       settings: SettingsDep) -> StepResult:
     """Report the outcome: `working`, or the final `won` (with `amount`), `lost`, `no_decision`."""

@@ -41,6 +41,10 @@ from shared.models import Partner, utcnow
 
 T = TypeVar("T")
 DEFAULT_SPAN = timedelta(days=90)
+# The instants `from`/`to` may name: far enough inside datetime's range that a default window or a run of
+# periods around them never leaves it (an OverflowError would be a 500).
+EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
+LATEST = datetime(9000, 1, 1, tzinfo=UTC)
 DEFAULT_PERIODS = 4
 MEDIAN_MIN_PARTNERS = 3
 MEDIAN_RATES = ("acceptance_rate", "accept_sla_met_rate", "first_touch_sla_met_rate", "win_rate")
@@ -97,17 +101,23 @@ def parse_instant(value: str | None, name: str, settings: Settings) -> datetime 
     """RFC 3339 with an offset, or a date (midnight in the vendor's time zone); 422 for anything else."""
     if value is None:
         return None
+    at: datetime | None
     try:
         if len(value) == 10:
             day = date.fromisoformat(value)
-            return datetime(day.year, day.month, day.day, tzinfo=ZoneInfo(settings.vendor_timezone)).astimezone(UTC)
-        at = datetime.fromisoformat(value)
-    except ValueError:
+            local = datetime(day.year, day.month, day.day, tzinfo=ZoneInfo(settings.vendor_timezone))
+        else:
+            local = datetime.fromisoformat(value)
+        at = local.astimezone(UTC) if local.tzinfo is not None else None
+    except (ValueError, OverflowError):  # OverflowError: a local time at the very edge of the calendar
         at = None
-    if at is None or at.tzinfo is None:
+    if at is None:
         raise ValidationFailed(f"{name} must be an RFC 3339 time with an offset or a date (YYYY-MM-DD).", errors=[
             {"field": name, "message": "an RFC 3339 time with offset, or YYYY-MM-DD", "type": "value_error"}])
-    return at.astimezone(UTC)
+    if not EARLIEST <= at < LATEST:  # windows and periods reach around it; keep them within the calendar
+        raise ValidationFailed(f"{name} must lie between {EARLIEST.year} and {LATEST.year}.", errors=[
+            {"field": name, "message": f"between {EARLIEST.date()} and {LATEST.date()}", "type": "value_error"}])
+    return at
 
 
 def window(start: datetime | None, end: datetime | None, *, now: datetime | None = None) -> Window:

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Path, Response, status
 from services.lead_router.deps import AdminDep, SessionDep, SettingsDep
 from services.lead_router.partner import service
 from services.lead_router.partner.schemas import PARTNER_ID_PATTERN, ApiKeyCreated, PartnerRead, PartnerUpsert
-from shared.errors import problem_responses
+from shared.errors import BODY_PROBLEMS, problem_responses
 from shared.pagination import CursorQuery, LimitQuery, Page, decode_cursor, encode_cursor
 
 router = APIRouter(prefix="/v1/partners", tags=["partners (admin)"], dependencies=[AdminDep],
@@ -16,7 +16,8 @@ router = APIRouter(prefix="/v1/partners", tags=["partners (admin)"], dependencie
 PartnerId = Annotated[str, Path(pattern=PARTNER_ID_PATTERN, description="Your id for the partner.")]
 
 
-@router.put("/{partner_id}", response_model=PartnerRead, responses={201: {"model": PartnerRead}})
+@router.put("/{partner_id}", response_model=PartnerRead,
+            responses={201: {"model": PartnerRead}, **problem_responses(*BODY_PROBLEMS)})
 async def put_partner(partner_id: PartnerId, body: PartnerUpsert, session: SessionDep, settings: SettingsDep,
                       response: Response) -> PartnerRead:
     """Create (201) or replace (200) a partner. Publishes `partner.upserted`."""

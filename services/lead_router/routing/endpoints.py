@@ -9,7 +9,7 @@ from services.lead_router.deps import AdminDep, SessionDep, SettingsDep
 from services.lead_router.intake.schemas import LeadIn
 from services.lead_router.routing import service
 from services.lead_router.routing.schemas import RuleSetBody, RuleSetRead
-from shared.errors import problem_responses
+from shared.errors import BODY_PROBLEMS, problem_responses
 
 router = APIRouter(prefix="/v1/routing", tags=["routing (admin)"], dependencies=[AdminDep],
                    responses=problem_responses(401, 422))
@@ -23,7 +23,7 @@ class SimulateResponse(BaseModel):
     items: list[dict[str, Any]]
 
 
-@router.put("/rules", response_model=RuleSetRead, responses=problem_responses(409))
+@router.put("/rules", response_model=RuleSetRead, responses=problem_responses(*BODY_PROBLEMS, 409))
 async def put_rules(body: RuleSetBody, session: SessionDep) -> RuleSetRead:
     """Replace the active rule set. Returns it with its new `version`; earlier versions are kept, and
     every routing decision records the version it used."""
@@ -36,7 +36,7 @@ async def get_rules(session: SessionDep) -> RuleSetRead:
     return await service.active_rule_set(session)
 
 
-@router.post("/simulate", response_model=SimulateResponse)
+@router.post("/simulate", response_model=SimulateResponse, responses=problem_responses(*BODY_PROBLEMS))
 async def simulate(body: SimulateRequest, session: SessionDep, settings: SettingsDep) -> SimulateResponse:
     """Each lead's decision and explanation against the current partners and rules. Writes nothing."""
     return SimulateResponse(items=await service.simulate(session, body.leads, settings=settings))

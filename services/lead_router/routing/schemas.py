@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 Strategy = Literal["round_robin", "weighted", "least_loaded", "performance"]
 Tier = Literal["platinum", "gold", "silver", "registered"]
@@ -14,9 +14,20 @@ DEFAULT_TIER_WEIGHTS: dict[Tier, float] = {"platinum": 4, "gold": 3, "silver": 2
 
 NonEmptyStr = Annotated[str, Field(min_length=1)]
 Values = Annotated[list[NonEmptyStr], Field(min_length=1)]
-Amount = Annotated[float, Field(ge=0, allow_inf_nan=False)]
-Count = Annotated[int, Field(ge=0)]
-Weight = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+
+
+def _json_number(value: Any) -> Any:
+    """Numbers as JSON has them: `true` is not a count, nor "5" an amount (pydantic's lax mode takes both);
+    `3.0` is a count, as in the JSON Schema."""
+    if isinstance(value, bool | str):
+        raise ValueError("a number")
+    return value
+
+
+Number = BeforeValidator(_json_number)
+Amount = Annotated[float, Field(ge=0, allow_inf_nan=False), Number]
+Count = Annotated[int, Field(ge=0), Number]
+Weight = Annotated[float, Field(gt=0, allow_inf_nan=False), Number]
 
 
 class _Strict(BaseModel):

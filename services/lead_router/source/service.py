@@ -67,7 +67,7 @@ def to_read(source: Source) -> SourceRead:
 
 def _secret_error(message: str) -> ValidationFailed:
     return ValidationFailed("The source is not valid; see errors.", errors=[
-        {"field": "auth.secret", "message": message, "type": "missing"}])
+        {"field": "auth.secret", "message": message, "type": "value_error"}])
 
 
 def _assign_auth(source: Source, body: SourceUpsert, settings: Settings) -> None:

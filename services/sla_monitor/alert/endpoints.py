@@ -12,7 +12,7 @@ from services.sla_monitor.alert import service
 from services.sla_monitor.alert.schemas import ALERT_KINDS, ALERT_STATUSES, AckIn, AlertRead
 from services.sla_monitor.deps import AdminDep, SessionDep
 from services.sla_monitor.hub import Hub
-from shared.errors import problem_responses
+from shared.errors import BODY_PROBLEMS, problem_responses
 from shared.pagination import CursorQuery, IdQuery, LimitQuery, Page, decode_time_cursor, time_cursor
 
 router = APIRouter(prefix="/v1/alerts", tags=["SLA alerts (admin)"], dependencies=[AdminDep],
@@ -68,7 +68,7 @@ async def get_alert(alert_id: str, session: SessionDep) -> AlertRead:
     return await service.get_alert(session, alert_id)
 
 
-@router.post("/{alert_id}/ack", response_model=AlertRead, responses=problem_responses(404, 409))
+@router.post("/{alert_id}/ack", response_model=AlertRead, responses=problem_responses(*BODY_PROBLEMS, 404, 409))
 async def ack_alert(alert_id: str, body: AckIn, session: SessionDep, request: Request) -> AlertRead:
     """Acknowledge an open alert: `{"by": "...", "note": "..."}`. It still resolves itself when the awaited
     step happens. Acknowledging again changes nothing; a resolved alert answers 409."""

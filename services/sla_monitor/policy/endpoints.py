@@ -7,7 +7,7 @@ from fastapi import APIRouter, Path, Response, status
 from services.sla_monitor.deps import AdminDep, SessionDep
 from services.sla_monitor.policy import service
 from services.sla_monitor.policy.schemas import POLICY_NAME_PATTERN, PolicyBody, PolicyRead
-from shared.errors import problem_responses
+from shared.errors import BODY_PROBLEMS, problem_responses
 
 router = APIRouter(prefix="/v1/sla/policies", tags=["SLA policies (admin)"], dependencies=[AdminDep],
                    responses=problem_responses(401, 422))
@@ -16,7 +16,8 @@ PolicyName = Annotated[str, Path(pattern=POLICY_NAME_PATTERN,
                                  description="`default`, or a partner id: that partner's own policy.")]
 
 
-@router.put("/{name}", response_model=PolicyRead, responses={201: {"model": PolicyRead}})
+@router.put("/{name}", response_model=PolicyRead,
+            responses={201: {"model": PolicyRead}, **problem_responses(*BODY_PROBLEMS)})
 async def put_policy(name: PolicyName, body: PolicyBody, session: SessionDep, response: Response) -> PolicyRead:
     """Create (201) or replace (200) an SLA policy (admin). It applies to clocks opened from now on; clocks
     already running keep the due time they were opened with.
