@@ -25,19 +25,22 @@ async def main(url: str, count: int, concurrency: int, rate: float) -> dict[str,
     sent: dict[str, float] = {}
     latencies: list[float] = []
     errors = 0
+    last = 0.0
     connector = aiohttp.TCPConnector(limit=concurrency)
     timeout = aiohttp.ClientTimeout(total=60)
     async with aiohttp.ClientSession(base_url=url, connector=connector, timeout=timeout) as http:
         semaphore = asyncio.Semaphore(concurrency)
 
         async def post(i: int) -> None:
-            nonlocal errors
+            nonlocal errors, last
             async with semaphore:
                 start = time.time()
                 async with http.post("/v1/webhooks/generic", data=bodies[i],
                                      headers={"content-type": "application/json"}) as response:
                     payload = await response.json(content_type=None)
-                latencies.append(time.time() - start)
+                done = time.time()
+                latencies.append(done - start)
+                last = max(last, done)
                 if response.status != 202:
                     errors += 1
                     return
@@ -58,7 +61,7 @@ async def main(url: str, count: int, concurrency: int, rate: float) -> dict[str,
     return {"count": count, "errors": errors, "elapsed_s": elapsed, "rate": count / elapsed,
             "http_p50_ms": 1000 * latencies[len(latencies) // 2] if latencies else None,
             "http_p99_ms": 1000 * latencies[int(len(latencies) * 0.99)] if latencies else None,
-            "sent": sent}
+            "sent": sent, "last_response_at": last}
 
 
 if __name__ == "__main__":

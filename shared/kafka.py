@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from shared.config import Settings
 from shared.events import CloudEvent
 from shared.models import DeadLetter, OutboxMessage, ProcessedEvent, utcnow
+from shared.observability import stage
 from shared.wakeup import OUTBOX_COMMITTED
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,7 @@ Handler = Callable[[AsyncSession, CloudEvent], Awaitable[None]]
 BatchHandler = Callable[[AsyncSession, list[CloudEvent]], Awaitable[None]]
 
 TOPIC_ALREADY_EXISTS = 36
+CONSUME_STAGE = stage("consume")
 POSITION_CHECK_S = 5.0  # how often a consumer compares its positions with the ends of the logs
 
 
@@ -227,6 +229,9 @@ class ConsumerLoop:
                 log.warning("%s: batch of %d failed; retrying one by one", self.name, len(events), exc_info=True)
                 for record, event in pairs:
                     await self._process_with_retry(record, event)
+            now = time.time()
+            for record, _ in pairs:
+                CONSUME_STAGE.observe(max(0.0, now - record.timestamp / 1000))
             await consumer.commit({tp: records[-1].offset + 1 for tp, records in batches.items()})
 
     async def _abandon(self, consumer: AIOKafkaConsumer) -> None:

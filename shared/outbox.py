@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, func, select, text, update
+from sqlalchemy import delete, func, make_url, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.config import Settings
@@ -28,6 +28,7 @@ from shared.db import is_postgres, is_sqlite
 from shared.events import CloudEvent, encode, new_event
 from shared.kafka import LogWatch, ensure_topics, make_producer
 from shared.models import DeadLetter, OutboxMessage, ProcessedEvent, utcnow
+from shared.observability import stage
 from shared.tasks import TaskGroup, every, retry_forever
 from shared.wakeup import OUTBOX_COMMITTED
 
@@ -102,9 +103,12 @@ class OutboxRelay:
                 continue
             if sent >= self.batch_size:
                 continue
-            if sent == LOCK_BUSY:  # another relay is publishing; our rows may be behind its batch
+            if sent == LOCK_BUSY and self.lock_path is not None:
+                # SQLite: another process's relay is publishing and nothing tells it about our rows: retry soon.
                 await asyncio.sleep(0.005)
                 continue
+            # PostgreSQL: the relay holding the lock is woken by the same notification as we are, so it
+            # takes any rows behind its batch; we wait for the next commit (or poll) instead of spinning.
             await OUTBOX_COMMITTED.wait(self.poll_interval_s)
 
     async def publish_batch(self) -> int:
@@ -161,7 +165,8 @@ class OutboxRelay:
     async def _unsent(self, session: AsyncSession) -> list[Any]:
         """The oldest unsent rows as plain values (they outlive the transaction that read them)."""
         return list((await session.execute(
-            select(OutboxMessage.id, OutboxMessage.topic, OutboxMessage.key, OutboxMessage.payload)
+            select(OutboxMessage.id, OutboxMessage.topic, OutboxMessage.key, OutboxMessage.payload,
+                   OutboxMessage.created_at)
             .where(OutboxMessage.sent_at.is_(None)).order_by(OutboxMessage.id).limit(self.batch_size))).all())
 
     async def _publish(self, rows: list[Any]) -> int:
@@ -196,10 +201,13 @@ class OutboxRelay:
                 await session.execute(update(OutboxMessage).where(OutboxMessage.id.in_(ids)).values(
                     attempts=OutboxMessage.attempts + 1, last_error=str(exc)[:500]))
             raise
+        now = utcnow()
         async with self.sessions() as session, session.begin():
             await session.execute(update(OutboxMessage).where(OutboxMessage.id.in_(ids))
-                                  .values(sent_at=utcnow(), attempts=OutboxMessage.attempts + 1))
+                                  .values(sent_at=now, attempts=OutboxMessage.attempts + 1))
         self.published += len(rows)
+        for row in rows:
+            RELAY_STAGE.observe(max(0.0, (now - row.created_at).total_seconds()))
         backwards = [f"{a.topic}[{a.partition}] acknowledged offset {a.offset} after "
                      f"{self.marks[(a.topic, a.partition)]}"
                      for a in acks if a.offset <= self.marks.get((a.topic, a.partition), -1)]
@@ -244,6 +252,35 @@ class _FileLock:
             self.fd = None
 
 
+RELAY_STAGE = stage("relay")
+NOTIFY_CHANNEL = "leadrouter_outbox"  # sent by a trigger on `outbox` when a transaction that added rows commits
+
+
+async def listen_for_outbox(url: str) -> None:
+    """PostgreSQL: wake this process's relay on every commit that added outbox rows, in any process
+    (`LISTEN leadrouter_outbox`, see the migration `outbox_notify`). Reconnects when the connection drops;
+    meanwhile the relay polls, so a lost notification only costs latency."""
+    import asyncpg  # PostgreSQL only
+
+    dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    while True:
+        try:
+            conn = await asyncpg.connect(dsn)
+        except (OSError, asyncpg.PostgresError) as exc:
+            log.warning("outbox listener: cannot connect (%s); retrying in 5s", exc)
+            await asyncio.sleep(5)
+            continue
+        lost = asyncio.Event()
+        conn.add_termination_listener(lambda _conn, lost=lost: lost.set())
+        try:
+            await conn.add_listener(NOTIFY_CHANNEL, lambda *_args: OUTBOX_COMMITTED.set())
+            OUTBOX_COMMITTED.set()  # rows committed while we were not listening
+            await lost.wait()
+            log.warning("outbox listener: connection lost; reconnecting")
+        finally:
+            await conn.close(timeout=2)
+
+
 async def start_relay(state: Any, settings: Settings, group: TaskGroup, name: str) -> OutboxRelay:
     """Start a producer (retrying until the broker answers) and this process's relay, plus the hourly
     purge of published rows past their retention; sets `state.producer` and `state.relay`."""
@@ -256,6 +293,8 @@ async def start_relay(state: Any, settings: Settings, group: TaskGroup, name: st
     relay.ensure_topics = lambda: ensure_topics(settings)
     state.relay = relay
     group.start(name, relay.run())
+    if not is_sqlite(settings.database_url):
+        group.start(f"{name}-listener", listen_for_outbox(settings.database_url))
     group.start(f"{name}-retention", every(3600, "purging published events and processed event ids",
                                            lambda: purge_old(state.sessions), first_after_s=60))
     return relay

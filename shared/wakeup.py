@@ -27,6 +27,11 @@ class CommitSignal:
         sync = session.sync_session if isinstance(session, AsyncSession) else session
         sync.info[self.key] = True
 
+    def set(self) -> None:
+        """Wake the waiting task now (work committed elsewhere, e.g. a PostgreSQL notification)."""
+        if self.event is not None:
+            self.event.set()
+
     async def wait(self, at_most_s: float) -> None:
         """Until a marked transaction commits, or `at_most_s` seconds, whichever is first; then re-arm."""
         if self.event is None:

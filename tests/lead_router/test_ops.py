@@ -40,6 +40,10 @@ async def test_metrics_is_prometheus_text(client: httpx.AsyncClient, admin: dict
     assert any(line.startswith("leadrouter_outbox_backlog ") for line in lines)
     assert any(line.startswith("http_requests_total{") and 'route="/healthz"' in line for line in lines)
     assert any('route="/v1/webhooks/{source}"' in line and 'status="202"' in line for line in lines)
+    # where a lead's time goes, per stage (relay and consume run where the Kafka parts run)
+    counts = {m.group(1): float(m.group(2)) for m in (
+        re.match(r'leadrouter_stage_seconds_count\{stage="(\w+)"\} (\S+)', line) for line in lines) if m}
+    assert counts["commit"] >= 2 and counts["decide"] >= 1
 
 
 async def test_docs_and_openapi(client: httpx.AsyncClient) -> None:

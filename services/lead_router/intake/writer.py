@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -18,8 +19,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from services.lead_router.intake.schemas import IntakeItem, LeadIn
 from services.lead_router.intake.service import Entry, Patch, WebhookTaken, apply_patch, ingest, ingest_many
 from shared.config import Settings
+from shared.observability import stage
 
 log = logging.getLogger(__name__)
+COMMIT_STAGE = stage("commit")
 
 
 @dataclass
@@ -30,6 +33,7 @@ class Unit:
     entries: list[Entry]
     webhook_ids: list[str | None]
     future: asyncio.Future[list[IntakeItem]]
+    submitted: float = 0.0
 
 
 class IngestWriter:
@@ -42,7 +46,7 @@ class IngestWriter:
 
     async def submit(self, source: str, entries: list[Entry], webhook_ids: list[str | None]) -> list[IntakeItem]:
         future: asyncio.Future[list[IntakeItem]] = asyncio.get_running_loop().create_future()
-        self.queue.put_nowait(Unit(source, entries, webhook_ids, future))
+        self.queue.put_nowait(Unit(source, entries, webhook_ids, future, time.monotonic()))
         # Shielded: a client that hangs up does not cancel the write, only its wait for the answer.
         return await asyncio.shield(future)
 
@@ -67,7 +71,9 @@ class IngestWriter:
             for unit in batch:
                 await self._write_one(unit)
             return
+        now = time.monotonic()
         for unit, result in zip(batch, results, strict=True):
+            COMMIT_STAGE.observe(now - unit.submitted)
             if not unit.future.done():
                 unit.future.set_result(result)
 

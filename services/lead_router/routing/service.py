@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -22,6 +23,9 @@ from services.lead_router.routing.schemas import DEFAULT_RULE_SET, RuleSetBody, 
 from shared.config import Settings
 from shared.errors import Conflict, ValidationFailed
 from shared.models import Lead, LeadOffer, Partner, RuleSet, utcnow
+from shared.observability import stage
+
+DECIDE_STAGE = stage("decide")
 
 
 def lead_facts(lead: Lead) -> LeadFacts:
@@ -103,6 +107,7 @@ async def route_leads(session: AsyncSession, lead_ids: Sequence[str], *, setting
     Routing is serialized (an advisory lock on PostgreSQL; SQLite's write lock), so capacity counts and
     strategy state are consistent across router instances. Partners, counts, rules and state are read once
     per batch and carried from one decision to the next, so a batch costs a handful of statements."""
+    began = time.monotonic()
     repo = RoutingRepository(session)
     await repo.lock_routing()
     wanted = list(dict.fromkeys(lead_ids))
@@ -136,6 +141,7 @@ async def route_leads(session: AsyncSession, lead_ids: Sequence[str], *, setting
     for rule in changed:
         await repo.save_state(rule, state[rule])
     await session.flush()
+    DECIDE_STAGE.observe(time.monotonic() - began)
     return decisions
 
 
