@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import statistics
 import sys
 import tempfile
@@ -92,6 +93,30 @@ class RoutedWatcher:
             await asyncio.sleep(0.1)
 
 
+async def stage_sums(processes: dict[str, Service]) -> dict[str, tuple[float, float]]:
+    """(sum, count) of `leadrouter_stage_seconds` per `process/stage`, scraped from each process."""
+    out: dict[str, tuple[float, float]] = {}
+    async with httpx.AsyncClient(timeout=10) as http:
+        for name, svc in processes.items():
+            text = (await http.get(f"{svc.url}/metrics")).text
+            for kind in ("sum", "count"):
+                for m in re.finditer(rf'^leadrouter_stage_seconds_{kind}{{stage="(\w+)"}} (\S+)$', text, re.M):
+                    key = f"{name}/{m.group(1)}"
+                    total, count = out.get(key, (0.0, 0.0))
+                    out[key] = (total + float(m.group(2)), count) if kind == "sum" else (total, float(m.group(2)))
+    return out
+
+
+def stage_means(before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]]) -> dict[str, float]:
+    """Mean milliseconds per observation of each process/stage between two scrapes."""
+    means = {}
+    for key, (total, count) in after.items():
+        t0, c0 = before.get(key, (0.0, 0.0))
+        if count > c0:
+            means[key] = round(1000 * (total - t0) / (count - c0), 2)
+    return means
+
+
 async def burst(url: str, watcher: RoutedWatcher, processes: dict[str, Service],
                 broker_pids: list[int]) -> dict[str, Any]:
     """BURST leads as fast as 64 connections can post them: every answer 2xx, every lead routed, how long
@@ -150,15 +175,18 @@ async def bench() -> dict[str, Any]:
                 results["cpu_ms_per_lead"] = cpu.stop(THROUGHPUT_LEADS)
                 # Latency at fixed rates (open loop), each below saturation or said to be at it.
                 for target in LATENCY_RATES:
+                    stages_before = await stage_sums(processes)
                     phase = await run_load(router.url, int(target * LATENCY_SECONDS), CONCURRENCY * 4, target)
                     await watcher.wait_for(list(phase["sent"]), 120)
+                    stages_after = await stage_sums(processes)
                     ms = [1000 * (watcher.seen[i] - t) for i, t in phase["sent"].items() if i in watcher.seen]
                     results[f"at_{target:g}_per_s"] = {
                         "achieved_rate_per_s": round(phase["rate"], 1),
                         "webhook_to_routed_p50_ms": round(statistics.median(ms), 2) if ms else None,
                         "webhook_to_routed_p99_ms": round(pct(ms, 0.99), 2) if ms else None,
                         "http_p99_ms": round(phase["http_p99_ms"], 2), "errors": phase["errors"],
-                        "routed_seen": f"{len(ms)}/{len(phase['sent'])}"}
+                        "routed_seen": f"{len(ms)}/{len(phase['sent'])}",
+                        "stage_mean_ms (leadrouter_stage_seconds)": stage_means(stages_before, stages_after)}
                 # The older figure: latency at half the closed-loop ingest rate, at most the target.
                 rate = min(TARGET_RATE, 0.5 * throughput["rate"])
                 latency = await run_load(router.url, int(rate * LATENCY_SECONDS), CONCURRENCY * 4, rate)

@@ -21,7 +21,8 @@ from tests.fixtures.builders import lead_body
 
 async def main(url: str, count: int, concurrency: int, rate: float) -> dict[str, Any]:
     run = uuid.uuid4().hex[:8]
-    bodies = [json.dumps(lead_body(external_id=f"bench-{run}-{i}")).encode() for i in range(count)]
+    bodies = [json.dumps(lead_body(external_id=f"bench-{run}-{i}", email=f"buyer-{run}-{i}@example.com")).encode()
+              for i in range(count)]  # every lead another person: one open lead per person would merge them
     sent: dict[str, float] = {}
     latencies: list[float] = []
     errors = 0

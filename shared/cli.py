@@ -24,6 +24,7 @@ from shared.config import Settings
 from shared.db import create_engine, session_factory
 from shared.migrate import upgrade
 from shared.models import DeadLetter, OutboxMessage, ProcessedEvent, utcnow
+from shared.wakeup import OUTBOX_COMMITTED
 
 app = typer.Typer(help="Leadrouter: lead routing for channel sales.", no_args_is_help=True)
 
@@ -312,6 +313,7 @@ async def replay_dead_letters(settings: Settings, ids: list[int] | None) -> int:
                 session.add(OutboxMessage(event_id=str(uuid.uuid4()), topic=row.topic, key=(row.key or "")[:64],
                                           type=row.type or "", payload=row.payload, created_at=now))
                 row.replayed_at = now
+            OUTBOX_COMMITTED.mark(session)  # on PostgreSQL the leading relay is told at commit
             return len(rows)
     finally:
         await engine.dispose()

@@ -11,6 +11,7 @@ time, which keeps per-lead order when several lead_router instances run.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import logging
 import os
@@ -21,7 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import delete, func, make_url, select, text, update
+from sqlalchemy import event as sa_event
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session
 
 from shared.config import Settings
 from shared.db import is_postgres, is_sqlite
@@ -77,6 +80,7 @@ class OutboxRelay:
         self.poll_interval_s = poll_interval_s
         self.max_backoff_s = max_backoff_s
         self.published = 0
+        self.leadership: RelayLeadership | None = None  # PostgreSQL: publish only while leading
 
     async def run(self) -> None:
         try:
@@ -88,6 +92,8 @@ class OutboxRelay:
     async def _run(self) -> None:
         backoff = 0.05
         while True:
+            if self.leadership is not None and not self.leadership.is_leader.is_set():
+                await self.leadership.is_leader.wait()  # a standby: another process's relay publishes
             try:
                 if self.watch is not None and (self.suspect or time.monotonic() - self.checked > LOG_CHECK_S):
                     await self.verify()
@@ -103,12 +109,11 @@ class OutboxRelay:
                 continue
             if sent >= self.batch_size:
                 continue
-            if sent == LOCK_BUSY and self.lock_path is not None:
-                # SQLite: another process's relay is publishing and nothing tells it about our rows: retry soon.
+            if sent == LOCK_BUSY and (self.lock_path is not None or self.leadership is None):
+                # Another relay is publishing and no leadership tells who wakes for our rows: retry soon.
                 await asyncio.sleep(0.005)
                 continue
-            # PostgreSQL: the relay holding the lock is woken by the same notification as we are, so it
-            # takes any rows behind its batch; we wait for the next commit (or poll) instead of spinning.
+            # PostgreSQL: the leader is woken by a notification for every commit with events, in any process.
             await OUTBOX_COMMITTED.wait(self.poll_interval_s)
 
     async def publish_batch(self) -> int:
@@ -253,35 +258,85 @@ class _FileLock:
 
 
 RELAY_STAGE = stage("relay")
-NOTIFY_CHANNEL = "leadrouter_outbox"  # sent by a trigger on `outbox` when a transaction that added rows commits
+NOTIFY_CHANNEL = "leadrouter_outbox"  # notified at commit by transactions that added events
 
 
-async def listen_for_outbox(url: str) -> None:
-    """PostgreSQL: wake this process's relay on every commit that added outbox rows, in any process
-    (`LISTEN leadrouter_outbox`, see the migration `outbox_notify`). Reconnects when the connection drops;
-    meanwhile the relay polls, so a lost notification only costs latency."""
-    import asyncpg  # PostgreSQL only
-
-    dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-    while True:
-        try:
-            conn = await asyncpg.connect(dsn)
-        except (OSError, asyncpg.PostgresError) as exc:
-            log.warning("outbox listener: cannot connect (%s); retrying in 5s", exc)
-            await asyncio.sleep(5)
-            continue
-        lost = asyncio.Event()
-        conn.add_termination_listener(lambda _conn, lost=lost: lost.set())
-        try:
-            await conn.add_listener(NOTIFY_CHANNEL, lambda *_args: OUTBOX_COMMITTED.set())
-            OUTBOX_COMMITTED.set()  # rows committed while we were not listening
-            await lost.wait()
-            log.warning("outbox listener: connection lost; reconnecting")
-        finally:
-            await conn.close(timeout=2)
+LEADER_LOCK_KEY = 746_215_003
+STANDBY_CHECK_S = 1.0
+LEADER_DEFER_S = 3.0
 
 
-async def start_relay(state: Any, settings: Settings, group: TaskGroup, name: str) -> OutboxRelay:
+_leading = False  # this process's relay publishes the database's events (set by RelayLeadership)
+_NOTIFY = text(f"SELECT pg_notify('{NOTIFY_CHANNEL}', '')")
+
+
+@sa_event.listens_for(Session, "before_commit")
+def _tell_the_leader(session: Session) -> None:
+    """PostgreSQL: a transaction that added events wakes the leading relay of another process with one
+    `NOTIFY`, delivered when it commits (never for a rollback). The leader's own commits wake it in-process
+    and notify nothing: notifying commits take a lock that serializes them, so only the other processes'
+    commits (intake's group commits, the monitor's) pay for it."""
+    if _leading or not session.info.get(OUTBOX_COMMITTED.key):
+        return
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(_NOTIFY)
+
+
+class RelayLeadership:
+    """PostgreSQL: one relay per database publishes, the leader; the others stand by. The leader holds a
+    session advisory lock on a connection of its own and `LISTEN`s on it for `leadrouter_outbox` (sent by
+    every other process's transactions that added events, when they commit), so it wakes at once for events
+    written anywhere, and no other relay wakes for them. A standby tries for the lock every second (a
+    process that does not run the router first waits `defer_s`, so a router worker, not the API that the
+    load hits, becomes the leader); when the leader's process or connection dies, the lock is freed and a
+    standby takes over (events wait that long at most, none is lost). Reconnects when its connection drops."""
+
+    def __init__(self, url: str, *, defer_s: float = 0.0) -> None:
+        self.dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+        self.defer_s = defer_s
+        self.is_leader = asyncio.Event()
+
+    async def run(self) -> None:
+        import asyncpg  # PostgreSQL only
+
+        global _leading
+        await asyncio.sleep(self.defer_s)
+        while True:
+            try:
+                conn = await asyncpg.connect(self.dsn)
+            except (OSError, asyncpg.PostgresError) as exc:
+                log.warning("outbox relay: cannot reach the database for leadership (%s); retrying in 5s", exc)
+                await asyncio.sleep(5)
+                continue
+            lost = asyncio.Event()
+            conn.add_termination_listener(lambda _conn, lost=lost: lost.set())
+            try:
+                while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", LEADER_LOCK_KEY):
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(lost.wait(), STANDBY_CHECK_S)
+                    if lost.is_set():
+                        raise ConnectionError("connection lost")
+                await conn.add_listener(NOTIFY_CHANNEL, lambda *_args: OUTBOX_COMMITTED.set())
+                self.is_leader.set()
+                _leading = True
+                OUTBOX_COMMITTED.set()  # rows committed before we listened
+                log.info("outbox relay: this process publishes the database's events")
+                await lost.wait()
+                log.warning("outbox relay: lost the leadership connection; reconnecting")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a dropped connection surfaces as several kinds
+                log.warning("outbox relay: leadership connection failed (%s); reconnecting", exc)
+                await asyncio.sleep(0.5)
+            finally:
+                self.is_leader.clear()
+                _leading = False
+                with contextlib.suppress(Exception):
+                    await conn.close(timeout=2)
+
+
+async def start_relay(state: Any, settings: Settings, group: TaskGroup, name: str, *,
+                      lead_first: bool = True) -> OutboxRelay:
     """Start a producer (retrying until the broker answers) and this process's relay, plus the hourly
     purge of published rows past their retention; sets `state.producer` and `state.relay`."""
     producer = make_producer(settings)
@@ -291,10 +346,11 @@ async def start_relay(state: Any, settings: Settings, group: TaskGroup, name: st
                         poll_interval_s=settings.relay_poll_interval_s, lock_path=relay_lock_path(settings),
                         watch=LogWatch(settings), replay_margin_s=settings.replay_margin_s)
     relay.ensure_topics = lambda: ensure_topics(settings)
+    if not is_sqlite(settings.database_url):
+        relay.leadership = RelayLeadership(settings.database_url, defer_s=0.0 if lead_first else LEADER_DEFER_S)
+        group.start(f"{name}-leadership", relay.leadership.run())
     state.relay = relay
     group.start(name, relay.run())
-    if not is_sqlite(settings.database_url):
-        group.start(f"{name}-listener", listen_for_outbox(settings.database_url))
     group.start(f"{name}-retention", every(3600, "purging published events and processed event ids",
                                            lambda: purge_old(state.sessions), first_after_s=60))
     return relay

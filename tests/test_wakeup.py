@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import time
 
+import asyncpg
+import pytest
 from fastapi import FastAPI
 from sqlalchemy import text
 
-from shared.outbox import listen_for_outbox
+from shared import outbox
+from shared.outbox import NOTIFY_CHANNEL, RelayLeadership, add_event
 from shared.wakeup import OUTBOX_COMMITTED, CommitSignal
 
 
@@ -31,27 +34,75 @@ async def test_a_commit_wakes_the_waiting_task_and_a_rollback_does_not(app: Fast
     assert time.monotonic() - began < 1
 
 
-async def test_postgres_commits_in_any_process_wake_the_relay(app: FastAPI, db_url: str) -> None:
-    """A commit that adds outbox rows notifies (trigger + LISTEN): the relay of every process wakes at once,
-    also for rows written by another process (here: a plain SQL insert that marks no session)."""
+async def test_postgres_commits_with_events_notify_the_leading_relay(app: FastAPI, db_url: str,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A transaction that adds events sends one NOTIFY when it commits (none on a rollback, none for a
+    transaction without events), which wakes the leading relay in whichever process it runs; the leader's
+    own process notifies nothing (its commits wake it in-process)."""
     if not db_url.startswith("postgresql"):
         return  # SQLite has no notifications: its relays poll and are woken by their own process's commits
-    OUTBOX_COMMITTED.event = asyncio.Event()
-    listener = asyncio.create_task(listen_for_outbox(db_url))
+    heard: asyncio.Queue[str] = asyncio.Queue()
+    conn = await asyncpg.connect(db_url.replace("+asyncpg", ""))
+    await conn.add_listener(NOTIFY_CHANNEL, lambda *args: heard.put_nowait(args[2]))
+
+    async def write(*, commit: bool = True, event: bool = True) -> None:
+        async with app.state.sessions() as session:
+            async with session.begin():
+                await session.execute(text("SELECT 1"))
+                if event:
+                    add_event(session, topic="t", name="lead.x", source="/test", subject="s", data={})
+                if not commit:
+                    await session.rollback()
+
     try:
-        await asyncio.wait_for(OUTBOX_COMMITTED.event.wait(), 5)  # set once listening (rows may be waiting)
-        OUTBOX_COMMITTED.event.clear()
-        async with app.state.sessions() as session, session.begin():
-            await session.execute(text("SELECT 1"))  # a transaction without outbox rows notifies nothing
+        await write(event=False)
+        await write(commit=False)
         await asyncio.sleep(0.3)
-        assert not OUTBOX_COMMITTED.event.is_set()
+        assert heard.empty()
+        await write()
+        await asyncio.wait_for(heard.get(), 2)
+        monkeypatch.setattr(outbox, "_leading", True)
+        await write()
+        await asyncio.sleep(0.3)
+        assert heard.empty()
+    finally:
+        await conn.close()
+
+
+async def test_the_leading_relay_wakes_on_a_notification(db_url: str) -> None:
+    if not db_url.startswith("postgresql"):
+        return
+    OUTBOX_COMMITTED.event = asyncio.Event()
+    leadership = RelayLeadership(db_url)
+    task = asyncio.create_task(leadership.run())
+    conn = await asyncpg.connect(db_url.replace("+asyncpg", ""))
+    try:
+        await asyncio.wait_for(leadership.is_leader.wait(), 5)
+        OUTBOX_COMMITTED.event.clear()
         began = time.monotonic()
-        async with app.state.sessions() as session, session.begin():
-            await session.execute(text(
-                "INSERT INTO outbox (event_id, topic, key, type, payload, created_at, attempts) "
-                "VALUES ('e-1', 't', 'k', 'leadrouter.x', '\\x7b7d', now(), 0)"))
+        await conn.execute(f"NOTIFY {NOTIFY_CHANNEL}")  # what another process's commit sends
         await asyncio.wait_for(OUTBOX_COMMITTED.event.wait(), 2)
         assert time.monotonic() - began < 1
     finally:
-        listener.cancel()
-        await asyncio.gather(listener, return_exceptions=True)
+        await conn.close()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_one_relay_leads_per_database_and_a_standby_takes_over(db_url: str) -> None:
+    if not db_url.startswith("postgresql"):
+        return  # SQLite: the lock file beside the database picks the publishing relay
+    first, second = RelayLeadership(db_url), RelayLeadership(db_url)
+    tasks = [asyncio.create_task(first.run())]
+    try:
+        await asyncio.wait_for(first.is_leader.wait(), 5)
+        tasks.append(asyncio.create_task(second.run()))
+        await asyncio.sleep(1.5)
+        assert first.is_leader.is_set() and not second.is_leader.is_set()
+        tasks[0].cancel()  # the leading process goes away: its connection, and the lock, with it
+        await asyncio.gather(tasks[0], return_exceptions=True)
+        await asyncio.wait_for(second.is_leader.wait(), 5)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -54,7 +54,8 @@ async def _run_kafka_parts(app: FastAPI, settings: Settings) -> None:
     await retry_forever("creating topics", lambda: ensure_topics(settings))
     group: TaskGroup = app.state.tasks
     if settings.run_relay:
-        await start_relay(app.state, settings, group, "outbox-relay")
+        # A router worker leads the publishing; an API-only process stands by (its CPU is intake's).
+        await start_relay(app.state, settings, group, "outbox-relay", lead_first=settings.run_router)
     if settings.run_router:
         loop = ConsumerLoop(settings, app.state.sessions, name="router", topics=[settings.leads_topic],
                             group_id=router_group(settings),

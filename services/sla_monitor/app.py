@@ -41,7 +41,7 @@ async def _run_kafka_parts(app: FastAPI, settings: Settings) -> None:
     """Reach the broker (it may still be starting), then run the relay and the consumer."""
     await retry_forever("creating topics", lambda: ensure_topics(settings))
     group: TaskGroup = app.state.tasks
-    await start_relay(app.state, settings, group, "sla-outbox-relay")
+    await start_relay(app.state, settings, group, "sla-outbox-relay", lead_first=False)
     consumer = monitor_consumer(settings, app.state.sessions)
     app.state.consumer = consumer
     group.start("sla-consumer", consumer.run())
