@@ -144,7 +144,9 @@ async def merge(session: AsyncSession, lead: Lead, incoming: dict[str, Any], *, 
         value, current = incoming[name], _current(lead, name)
         if value == current or (older and current not in (None, "")):
             continue
-        if name == "email" and normalize_email(value) != lead.email_norm:
+        if name == "email" and normalize_email(value) == lead.email_norm:
+            continue  # the same mailbox written differently ("Dana.Wu@…"): not a change
+        if name == "email":
             other = await _open_by_email(session, normalize_email(value))
             if other is not None and other.lead_id != lead.lead_id:
                 continue  # that person has an open lead of their own: both stay as they are

@@ -33,6 +33,7 @@ async def test_same_person_from_another_source_updates_the_open_lead(
     assert updated[0]["data"]["changes"]["title"] == {"from": None, "to": "CTO"}
     assert updated[0]["data"]["changes"]["score"] == {"from": 40, "to": 75}
     assert updated[0]["data"]["merged_from"] == {"source": "marketo", "external_id": "m-77"}
+    assert "email" not in updated[0]["data"]["changes"]  # the same mailbox, written differently
     types = [m.type for m in await rows(app, OutboxMessage)]
     assert types.count("leadrouter.lead.updated") == 1
 
@@ -92,3 +93,17 @@ async def test_closed_lead_person_coming_back_is_a_new_lead(client: httpx.AsyncC
     # ... and that new open lead is the one a third delivery merges into
     third = await post_lead(client, email="back@example.com", score=90)
     assert third.json()["lead_id"] == again.json()["lead_id"] and third.json()["duplicate"] is True
+
+
+async def test_a_known_lead_may_change_email_but_not_onto_another_open_lead(client: httpx.AsyncClient,
+                                                                           app: FastAPI) -> None:
+    body = lead_body(external_id="x-1", email="old@example.com")
+    lead_id = (await client.post("/v1/webhooks/generic", json=body)).json()["lead_id"]
+    other_id = (await post_lead(client, email="taken@example.com")).json()["lead_id"]
+    moved = await client.post("/v1/webhooks/generic", json={**body, "email": "New@example.com"})
+    assert moved.json()["lead_id"] == lead_id
+    blocked = await client.post("/v1/webhooks/generic", json={**body, "email": "taken@example.com", "title": "VP"})
+    assert blocked.json()["lead_id"] == lead_id
+    stored = {lead.lead_id: lead for lead in await rows(app, Lead)}
+    assert (stored[lead_id].email_norm, stored[lead_id].contact["title"]) == ("new@example.com", "VP")
+    assert stored[other_id].email_norm == "taken@example.com" and len(stored) == 2
