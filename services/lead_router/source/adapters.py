@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -442,6 +442,28 @@ def _hubspot_property(properties: Mapping[str, Any], name: str) -> Any:
     return value  # the CRM v3 format: flat values
 
 
+def _one_or_many(payload: Any, what: str, item: Callable[[dict[str, Any], str, _Errors], Item]) -> Batch:
+    """One object (one item) or an array of objects (several, `where` = `[i]`), every error of every item
+    collected into one 422."""
+    errors = _Errors()
+    if isinstance(payload, dict):
+        one = item(payload, "", errors)
+        errors.raise_if_any()
+        return Batch([one], multi=False)
+    if not isinstance(payload, list):
+        raise BadPayload(f"Expected {what}, not {_kind(payload)}.")
+    if not payload:
+        raise BadPayload("The array is empty.")
+    items = []
+    for i, element in enumerate(payload):
+        where = f"[{i}]"
+        if not isinstance(element, dict):
+            raise BadPayload(f"{where}: expected an object, not {_kind(element)}.")
+        items.append(item(element, where, errors))
+    errors.raise_if_any()
+    return Batch(items, multi=True)
+
+
 class HubSpotAdapter:
     """Workflow "Send a webhook" contact records (one, or an array) and webhook subscription event arrays."""
 
@@ -453,27 +475,14 @@ class HubSpotAdapter:
 
     def batch(self, payload: Any, *, field_map: Mapping[str, str], default_campaign: str | None,
               fallback_id: str | None) -> Batch:
-        errors = _Errors()
-        if isinstance(payload, dict):
-            item = self._record(payload, "", field_map, default_campaign, errors)
-            errors.raise_if_any()
-            return Batch([item], multi=False)
-        if not isinstance(payload, list):
-            raise BadPayload(f"Expected a HubSpot contact object or an array of events, not {_kind(payload)}.")
-        if not payload:
-            raise BadPayload("The array is empty.")
         patch_targets = self._patch_targets(field_map)
-        items: list[Item] = []
-        for i, element in enumerate(payload):
-            where = f"[{i}]"
-            if not isinstance(element, dict):
-                raise BadPayload(f"{where}: expected an object, not {_kind(element)}.")
-            if "subscriptionType" in element:
-                items.append(self._event(element, where, patch_targets, errors))
-            else:
-                items.append(self._record(element, where, field_map, default_campaign, errors))
-        errors.raise_if_any()
-        return Batch(items, multi=True)
+
+        def item(element: dict[str, Any], where: str, errors: _Errors) -> Item:
+            if where and "subscriptionType" in element:
+                return self._event(element, where, patch_targets, errors)
+            return self._record(element, where, field_map, default_campaign, errors)
+
+        return _one_or_many(payload, "a HubSpot contact object or an array of events", item)
 
     @staticmethod
     def _record(record: dict[str, Any], where: str, field_map: Mapping[str, str], default_campaign: str | None,
@@ -685,22 +694,9 @@ class MarketoAdapter:
 
     def batch(self, payload: Any, *, field_map: Mapping[str, str], default_campaign: str | None,
               fallback_id: str | None) -> Batch:
-        errors = _Errors()
-        if isinstance(payload, dict):
-            item = self._lead(payload, "", field_map, default_campaign, errors)
-            errors.raise_if_any()
-            return Batch([item], multi=False)
-        if not isinstance(payload, list):
-            raise BadPayload(f"Expected a JSON object or an array of objects, not {_kind(payload)}.")
-        if not payload:
-            raise BadPayload("The array is empty.")
-        items = []
-        for i, element in enumerate(payload):
-            if not isinstance(element, dict):
-                raise BadPayload(f"[{i}]: expected an object, not {_kind(element)}.")
-            items.append(self._lead(element, f"[{i}]", field_map, default_campaign, errors))
-        errors.raise_if_any()
-        return Batch(items, multi=True)
+        return _one_or_many(payload, "a JSON object or an array of objects",
+                            lambda element, where, errors: self._lead(element, where, field_map, default_campaign,
+                                                                      errors))
 
     @staticmethod
     def _lead(record: dict[str, Any], where: str, field_map: Mapping[str, str], default_campaign: str | None,
