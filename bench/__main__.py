@@ -41,6 +41,7 @@ TARGET_RATE = float(os.environ.get("BENCH_RATE", "1000"))
 LATENCY_SECONDS = float(os.environ.get("BENCH_LATENCY_SECONDS", "5"))
 LATENCY_RATES = [float(r) for r in os.environ.get("BENCH_LATENCY_RATES", "200,1000").split(",") if r]
 BURST = int(os.environ.get("BENCH_BURST", "50000"))
+WORKERS = int(os.environ.get("BENCH_WORKERS", "1"))
 
 
 async def run_load(url: str, count: int, concurrency: int, rate: float) -> dict[str, Any]:
@@ -150,13 +151,17 @@ async def bench() -> dict[str, Any]:
                               LEADROUTER_LOG_LEVEL="warning", LEADROUTER_TOPIC_PARTITIONS="6")
             router = Service("services.lead_router", {**env, "LEADROUTER_RUN_ROUTER": "false"}, port,
                              tmp / "router.log").start()
-            worker_port = free_port()
-            worker = Service("services.lead_router", {**env, "LEADROUTER_ROUTER_PORT": str(worker_port)},
-                             worker_port, tmp / "worker.log").start()
+            workers = []
+            for n in range(WORKERS):  # BENCH_WORKERS=2: does a second router worker add anything?
+                worker_port = free_port()
+                workers.append(Service("services.lead_router", {**env, "LEADROUTER_ROUTER_PORT": str(worker_port)},
+                                       worker_port, tmp / f"worker{n}.log").start())
+            worker = workers[0]
             monitor_port = free_port()
             monitor = Service("services.sla_monitor", {**env, "LEADROUTER_MONITOR_PORT": str(monitor_port)},
                               monitor_port, tmp / "monitor.log").start()
-            processes = {"intake (lead_router API)": router, "router worker": worker, "sla_monitor": monitor}
+            processes = {"intake (lead_router API)": router, "router worker": worker, "sla_monitor": monitor,
+                         **{f"router worker {n + 1}": w for n, w in enumerate(workers[1:], start=1)}}
             groups = {name: [svc.proc.pid] for name, svc in processes.items() if svc.proc is not None}
             groups["broker"] = pids_named("tansu", containing=bootstrap)
             watcher = RoutedWatcher(bootstrap, f"{prefix}.leads")
@@ -214,7 +219,8 @@ async def bench() -> dict[str, Any]:
             finally:
                 watch.cancel()
                 router.stop()
-                worker.stop()
+                for w in workers:
+                    w.stop()
                 monitor.stop()
         bare_port = free_port()
         bare = await asyncio.create_subprocess_exec(sys.executable, "-m", "bench.bare", cwd=ROOT,
