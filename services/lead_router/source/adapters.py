@@ -347,15 +347,19 @@ def _kind(value: Any) -> str:
 
 # generic --------------------------------------------------------------------------------------------------
 
-class GenericAdapter:
-    """The documented generic body itself."""
+class _JsonAdapter:
+    """What every JSON adapter shares: the media type and strict parsing (`payload.parse_json`)."""
 
-    name = "generic"
     content_types: tuple[str, ...] = (JSON,)
 
     def parse(self, text: str, media_type: str) -> Any:
         return parse_json(text)
 
+
+class GenericAdapter(_JsonAdapter):
+    """The documented generic body itself."""
+
+    name = "generic"
     def batch(self, payload: Any, *, field_map: Mapping[str, str], default_campaign: str | None,
               fallback_id: str | None) -> Batch:
         if payload is None:
@@ -464,15 +468,10 @@ def _one_or_many(payload: Any, what: str, item: Callable[[dict[str, Any], str, _
     return Batch(items, multi=True)
 
 
-class HubSpotAdapter:
+class HubSpotAdapter(_JsonAdapter):
     """Workflow "Send a webhook" contact records (one, or an array) and webhook subscription event arrays."""
 
     name = "hubspot"
-    content_types: tuple[str, ...] = (JSON,)
-
-    def parse(self, text: str, media_type: str) -> Any:
-        return parse_json(text)
-
     def batch(self, payload: Any, *, field_map: Mapping[str, str], default_campaign: str | None,
               fallback_id: str | None) -> Batch:
         patch_targets = self._patch_targets(field_map)
@@ -590,15 +589,10 @@ def _mautic_fields(contact: Mapping[str, Any]) -> dict[str, Any]:
     return flat
 
 
-class MauticAdapter:
+class MauticAdapter(_JsonAdapter):
     """Mautic webhook bodies: `{"<event type>": [event, …], …, "timestamp": "…"}`."""
 
     name = "mautic"
-    content_types: tuple[str, ...] = (JSON,)
-
-    def parse(self, text: str, media_type: str) -> Any:
-        return parse_json(text)
-
     def batch(self, payload: Any, *, field_map: Mapping[str, str], default_campaign: str | None,
               fallback_id: str | None) -> Batch:
         body = _require_object(payload, "a Mautic webhook body keyed by event type")
@@ -683,15 +677,10 @@ MARKETO_FIELDS: dict[str, tuple[str, ...]] = {
 }
 
 
-class MarketoAdapter:
+class MarketoAdapter(_JsonAdapter):
     """A Marketo webhook's JSON template: one object, or an array of them."""
 
     name = "marketo"
-    content_types: tuple[str, ...] = (JSON,)
-
-    def parse(self, text: str, media_type: str) -> Any:
-        return parse_json(text)
-
     def batch(self, payload: Any, *, field_map: Mapping[str, str], default_campaign: str | None,
               fallback_id: str | None) -> Batch:
         return _one_or_many(payload, "a JSON object or an array of objects",
