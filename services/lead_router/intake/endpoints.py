@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import hashlib
-import uuid
 from typing import Annotated
 
 import orjson
@@ -138,7 +137,7 @@ async def receive_lead(source: Source, request: Request) -> Response:
     config = _source_config(source, await request.app.state.sources.get(source), settings)
     adapter = ADAPTERS[config.adapter]
     media = media_type(request.headers.get("content-type"))
-    if not media or not accepts(adapter, media):
+    if not accepts(adapter, media):
         raise UnsupportedMediaType(f"Source {source!r} takes {' or '.join(adapter.content_types)}, "
                                    f"not {media or 'a body without Content-Type'}.")
     body = await _read_body(request, settings.max_body_bytes)
@@ -146,7 +145,7 @@ async def receive_lead(source: Source, request: Request) -> Response:
     payload = adapter.parse(decode_text(body), media)
     webhook_id = _webhook_id(request)
     batch = adapter.batch(payload, field_map=config.field_map, default_campaign=config.default_campaign,
-                          fallback_id=webhook_id or str(uuid.uuid4()))
+                          fallback_id=webhook_id)
     entries = _entries(batch)
     if not batch.multi and len(entries) == 1 and isinstance(entries[0], LeadIn):
         (item,) = await request.app.state.ingest_writer.submit(source, entries, [webhook_id])

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import math
 import re
+import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -100,14 +101,12 @@ def media_type(content_type: str | None) -> str:
 
 
 def accepts(adapter: Adapter, content_type: str | None) -> bool:
-    """Whether the adapter takes this Content-Type. JSON adapters take `+json` types too, and a request
-    without a Content-Type (as the generic intake always has)."""
+    """Whether the adapter takes this Content-Type. JSON adapters take `+json` types too; a request without
+    a Content-Type is taken by none (415)."""
     kind = media_type(content_type)
     if kind in adapter.content_types:
         return True
-    if JSON in adapter.content_types:
-        return not kind or kind.endswith("+json")
-    return False
+    return JSON in adapter.content_types and kind.endswith("+json")
 
 
 # Paths and values -----------------------------------------------------------------------------------------
@@ -715,8 +714,8 @@ class FormAdapter:
         errors = _Errors()
         raw = {target: get_path(body, target) for target in sorted(TARGETS)}
         lead = _build(_mapped(raw, body, field_map), where="", errors=errors, default_campaign=default_campaign)
-        if "external_id" not in lead and fallback_id:
-            lead["external_id"] = fallback_id
+        if "external_id" not in lead:  # a form has no id of its own: the webhook-id, else a new one per post
+            lead["external_id"] = fallback_id or str(uuid.uuid4())
         errors.raise_if_any()
         return Batch([Item(where="", kind="lead", lead=lead, external_id=_external_id(lead))], multi=False)
 
