@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.lead_router.intake.schemas import IntakeItem, LeadIn
+from services.lead_router.intake.schemas import IntakeAccepted, IntakeItem, LeadIn
 from services.lead_router.intake.service import Entry, Patch, WebhookTaken, apply_patch, ingest, ingest_many
 from shared.config import Settings
 from shared.observability import stage
@@ -87,9 +87,7 @@ class IngestWriter:
             items = []
             for entry in unit.entries:
                 if isinstance(entry, LeadIn):
-                    accepted = next(stored)
-                    items.append(IntakeItem(external_id=entry.external_id, lead_id=accepted.lead_id,
-                                            status=accepted.status, duplicate=accepted.duplicate))
+                    items.append(_item(entry, next(stored)))
                 else:
                     items.append(await self._patch(session, unit.source, entry))
             results.append(items)
@@ -125,6 +123,10 @@ class IngestWriter:
     async def _one(self, session: AsyncSession, source: str, entry: Entry, webhook_id: str | None) -> IntakeItem:
         if isinstance(entry, Patch):
             return await self._patch(session, source, entry)
-        accepted = await ingest(session, source=source, body=entry, webhook_id=webhook_id, settings=self.settings)
-        return IntakeItem(external_id=entry.external_id, lead_id=accepted.lead_id, status=accepted.status,
-                          duplicate=accepted.duplicate)
+        return _item(entry, await ingest(session, source=source, body=entry, webhook_id=webhook_id,
+                                         settings=self.settings))
+
+
+def _item(entry: LeadIn, accepted: IntakeAccepted) -> IntakeItem:
+    return IntakeItem(external_id=entry.external_id, lead_id=accepted.lead_id, status=accepted.status,
+                      duplicate=accepted.duplicate)
