@@ -42,6 +42,7 @@ LATENCY_SECONDS = float(os.environ.get("BENCH_LATENCY_SECONDS", "5"))
 LATENCY_RATES = [float(r) for r in os.environ.get("BENCH_LATENCY_RATES", "200,1000").split(",") if r]
 BURST = int(os.environ.get("BENCH_BURST", "50000"))
 WORKERS = int(os.environ.get("BENCH_WORKERS", "1"))
+PROFILE = os.environ.get("BENCH_PROFILE") == "1"  # py-spy each process during the first latency phase
 
 
 async def run_load(url: str, count: int, concurrency: int, rate: float) -> dict[str, Any]:
@@ -134,6 +135,36 @@ async def burst(url: str, watcher: RoutedWatcher, processes: dict[str, Service],
             "peak_rss_mib": rss}
 
 
+async def monitor_caught_up(monitor: Service, timeout_s: float = 300) -> float:
+    """Seconds until the monitor's consumer group has no lag (a latency phase measures a steady pipeline,
+    not one still digesting the run before it)."""
+    began = time.monotonic()
+    async with httpx.AsyncClient(timeout=10) as http:
+        while time.monotonic() - began < timeout_s:
+            text = (await http.get(f"{monitor.url}/metrics")).text
+            m = re.search(r"^sla_consumer_lag (\S+)$", text, re.M)
+            if m and float(m.group(1)) == 0:
+                break
+            await asyncio.sleep(0.5)
+    return round(time.monotonic() - began, 1)
+
+
+async def profile(processes: dict[str, Service], seconds: float) -> list[asyncio.subprocess.Process]:
+    """`BENCH_PROFILE=1`: py-spy (pip install py-spy) records each process, collapsed stacks in var/profile/."""
+    out = ROOT / "var" / "profile"
+    out.mkdir(parents=True, exist_ok=True)
+    spies = []
+    for name, svc in processes.items():
+        if svc.proc is None:
+            continue
+        path = out / f"{re.sub(r'[^a-z0-9]+', '-', name.lower()).strip('-')}.txt"
+        spies.append(await asyncio.create_subprocess_exec(
+            str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(svc.proc.pid), "--format", "raw",
+            "--duration", str(int(seconds)), "--rate", "200", "--nonblocking", "--output", str(path),
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL))
+    return spies
+
+
 def pct(values: list[float], p: float) -> float:
     values = sorted(values)
     return values[min(len(values) - 1, int(len(values) * p))] if values else float("nan")
@@ -179,9 +210,15 @@ async def bench() -> dict[str, Any]:
                 await asyncio.sleep(1)  # the monitor's share: its clocks for these leads
                 results["cpu_ms_per_lead"] = cpu.stop(THROUGHPUT_LEADS)
                 # Latency at fixed rates (open loop), each below saturation or said to be at it.
-                for target in LATENCY_RATES:
+                for n, target in enumerate(LATENCY_RATES):
+                    caught_up = await monitor_caught_up(monitor)
+                    if n == 0:
+                        results["monitor_caught_up_after_ingest_s"] = caught_up
                     stages_before = await stage_sums(processes)
+                    spies = await profile(processes, LATENCY_SECONDS) if PROFILE and n == 0 else []
                     phase = await run_load(router.url, int(target * LATENCY_SECONDS), CONCURRENCY * 4, target)
+                    for spy in spies:
+                        await spy.wait()
                     await watcher.wait_for(list(phase["sent"]), 120)
                     stages_after = await stage_sums(processes)
                     ms = [1000 * (watcher.seen[i] - t) for i, t in phase["sent"].items() if i in watcher.seen]
@@ -194,6 +231,7 @@ async def bench() -> dict[str, Any]:
                         "stage_mean_ms (leadrouter_stage_seconds)": stage_means(stages_before, stages_after)}
                 # The older figure: latency at half the closed-loop ingest rate, at most the target.
                 rate = min(TARGET_RATE, 0.5 * throughput["rate"])
+                await monitor_caught_up(monitor)
                 latency = await run_load(router.url, int(rate * LATENCY_SECONDS), CONCURRENCY * 4, rate)
                 await watcher.wait_for(list(latency["sent"]), 120)
                 lat = [1000 * (watcher.seen[i] - t) for i, t in latency["sent"].items() if i in watcher.seen]

@@ -15,11 +15,12 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.sla_monitor import tracker
-from services.sla_monitor.repository import SlaRepository
+from services.sla_monitor.policy.service import DEFAULT
+from services.sla_monitor.repository import VIEW_KEY, SlaRepository, batch_view
 from services.sla_monitor.tracker import ACCEPT, FIRST_TOUCH, REPORT_BACK
 from shared.config import Settings
 from shared.events import CloudEvent
-from shared.kafka import Handler
+from shared.kafka import BatchHandler, Handler
 from shared.models import SlaPartner, utcnow
 
 log = logging.getLogger(__name__)
@@ -106,7 +107,7 @@ async def _news(session: AsyncSession, event: CloudEvent, *, settings: Settings,
 
 async def handle_partner_upserted(session: AsyncSession, event: CloudEvent, *, settings: Settings) -> None:
     """Keep the partner's calendar (zone, business hours, holiday country); an older upsert is ignored."""
-    partner_id = str(event.data.get("partner_id") or event.subject or "")
+    partner_id = _upserted_partner(event)
     if partner_id:
         await _project_calendar(session, partner_id, event.data, event)
 
@@ -121,6 +122,9 @@ async def _project_calendar(session: AsyncSession, partner_id: str, calendar: di
     if row is None:
         row = SlaPartner(partner_id=partner_id)
         session.add(row)
+        view = batch_view(session)
+        if view is not None:
+            view.add_partner(row)
     row.timezone = calendar.get("timezone")
     row.business_hours = dict(calendar.get("business_hours") or {})
     row.holiday_country = calendar.get("holiday_country")
@@ -140,3 +144,29 @@ HANDLERS = {
 
 def monitor_handlers(settings: Settings) -> dict[str, Handler]:
     return {name: functools.partial(fn, settings=settings) for name, fn in HANDLERS.items()}
+
+
+def monitor_batch(settings: Settings) -> BatchHandler:
+    """A fetch's events, in order, through the same handlers, after one read of everything they look up
+    (`SlaRepository.prefetch`): the result is the one of handling them one by one, in a few statements."""
+    handlers = monitor_handlers(settings)
+
+    async def handle_all(session: AsyncSession, events: list[CloudEvent]) -> None:
+        if not events:
+            return
+        partners = {pid for e in events for pid in (_partner_id(e), _upserted_partner(e)) if pid}
+        leads = {_lead_id(e) for e in events if e.name != "partner.upserted"} - {""}
+        await SlaRepository(session).prefetch(leads, partners, {*partners, DEFAULT})
+        try:
+            for event in events:
+                await handlers[event.name](session, event)
+        finally:
+            session.info.pop(VIEW_KEY, None)
+
+    return handle_all
+
+
+def _upserted_partner(event: CloudEvent) -> str | None:
+    if event.name != "partner.upserted":
+        return None
+    return str(event.data.get("partner_id") or event.subject or "") or None

@@ -33,7 +33,7 @@ from services.sla_monitor.clock import BusinessCalendar
 from services.sla_monitor.deadline import calendar_for, due_after
 from services.sla_monitor.hub import notify, schedule
 from services.sla_monitor.policy.service import effective_policy
-from services.sla_monitor.repository import SlaRepository
+from services.sla_monitor.repository import SlaRepository, batch_view
 from shared.config import Settings
 from shared.events import MONITOR_SOURCE
 from shared.models import SlaAlert, SlaClock, utcnow
@@ -60,6 +60,9 @@ async def open_clock(session: AsyncSession, *, lead_id: str, partner_id: str | N
                      policy=policy.name, clock=policy.clock, duration=duration, action=action, started_at=at,
                      due_at=due, armed=True, period=1, breached=False, opened_by=event_id, updated_at=utcnow())
     session.add(clock)
+    view = batch_view(session)
+    if view is not None:
+        view.add_clock(clock)
     schedule(session, clock)
     return clock
 

@@ -9,7 +9,7 @@ import pytest
 from fastapi import FastAPI
 
 from services.sla_monitor.app import create_app
-from services.sla_monitor.handlers import monitor_handlers
+from services.sla_monitor.handlers import monitor_batch, monitor_handlers
 from shared.config import Settings
 from shared.events import CloudEvent, new_event
 from tests.conftest import ADMIN_TOKEN
@@ -38,11 +38,15 @@ async def monitor(monitor_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 Feed = Callable[..., Any]
 
 
-@pytest.fixture
-def feed(monitor_app: FastAPI, monitor_settings: Settings) -> Feed:
+@pytest.fixture(params=["handler", "batch"])
+def feed(monitor_app: FastAPI, monitor_settings: Settings, request: pytest.FixtureRequest) -> Feed:
     """`await feed("lead.routed", lead_id, at, partner_id=..., **data)`: run the monitor's handler for that
-    event in its own transaction, as the consumer would."""
+    event in its own transaction, as the consumer would: the plain handler (a failed batch's retry), and the
+    batch handler that reads what the events need up front (a fetch)."""
     handlers = monitor_handlers(monitor_settings)
+    if request.param == "batch":
+        batch = monitor_batch(monitor_settings)
+        handlers = {name: lambda session, event: batch(session, [event]) for name in handlers}
 
     async def run(name: str, subject: str, at: datetime, **data: Any) -> CloudEvent:
         if name.startswith("lead."):

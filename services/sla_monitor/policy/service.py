@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.sla_monitor.deadline import validate_duration
 from services.sla_monitor.policy.schemas import BUILTIN_DEFAULT, DURATION_FIELDS, PolicyBody, PolicyRead
+from services.sla_monitor.repository import batch_view
 from shared.errors import NotFound, ValidationFailed
 from shared.models import SlaPolicy, utcnow
 
@@ -24,6 +25,9 @@ class PolicyRepository:
     async def get(self, name: str) -> SlaPolicy | None:
         if "\x00" in name:
             return None
+        view = batch_view(self.session)  # a consumer batch read its policies up front
+        if view is not None and name in view.policies:
+            return view.policies[name]
         return await self.session.get(SlaPolicy, name)
 
 
