@@ -20,8 +20,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from pydantic import ValidationError
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.config import Settings
@@ -125,23 +124,12 @@ class _Rebalance(ConsumerRebalanceListener):
 
 async def handle_once(sessions: async_sessionmaker[AsyncSession], consumer_name: str, event: CloudEvent,
                       handler: Handler) -> bool:
-    """Run `handler` for `event` unless this consumer already did; True when it ran."""
-    async with sessions() as session:
-        try:
-            async with session.begin():
-                seen = await session.scalar(select(ProcessedEvent.event_id).where(
-                    ProcessedEvent.consumer == consumer_name, ProcessedEvent.event_id == event.id))
-                if seen:
-                    return False
-                session.add(ProcessedEvent(consumer=consumer_name, event_id=event.id))
-                await handler(session, event)
-        except IntegrityError:
-            # Another instance handled the same event concurrently and committed first.
-            async with sessions() as check:
-                if await check.scalar(select(ProcessedEvent.event_id).where(
-                        ProcessedEvent.consumer == consumer_name, ProcessedEvent.event_id == event.id)):
-                    return False
-            raise
+    """Run `handler` for `event` unless this consumer already did (or another instance is doing it and
+    commits); True when it ran."""
+    async with sessions() as session, session.begin():
+        if not await claim_events(session, consumer_name, [event]):
+            return False
+        await handler(session, event)
     return True
 
 
@@ -152,21 +140,33 @@ async def handle_batch(sessions: async_sessionmaker[AsyncSession], consumer_name
     if not events:
         return 0
     async with sessions() as session, session.begin():
-        seen = set((await session.scalars(select(ProcessedEvent.event_id).where(
-            ProcessedEvent.consumer == consumer_name,
-            ProcessedEvent.event_id.in_([e.id for e in events])))).all())
-        fresh = []
-        for event in events:
-            if event.id not in seen:
-                seen.add(event.id)
-                fresh.append(event)
-                session.add(ProcessedEvent(consumer=consumer_name, event_id=event.id))
+        fresh = await claim_events(session, consumer_name, events)
         if batch is not None:
             await batch(session, fresh)
         else:
             for event in fresh:
                 await handlers[event.name](session, event)
     return len(fresh)
+
+
+async def claim_events(session: AsyncSession, consumer_name: str, events: list[CloudEvent]) -> list[CloudEvent]:
+    """Record `events` as handled by this consumer in the caller's transaction and return those it had not
+    handled yet, in order (each id once): one `INSERT .. ON CONFLICT DO NOTHING RETURNING`. An id another
+    instance is handling right now makes the insert wait for that transaction; once it commits, the event is
+    not returned here (once it rolls back, it is)."""
+    unique = list({event.id: event for event in events}.values())  # a repeated id: its first occurrence's place
+    stmt = _CLAIM[session.get_bind().dialect.name == "postgresql"]
+    now = utcnow()
+    claimed = set((await session.scalars(stmt, [{"consumer": consumer_name, "event_id": e.id, "processed_at": now}
+                                                for e in unique])).all())
+    return [event for event in unique if event.id in claimed]
+
+
+def _claim(insert: Any) -> Any:
+    return insert(ProcessedEvent.__table__).on_conflict_do_nothing().returning(ProcessedEvent.event_id)
+
+
+_CLAIM = {True: _claim(postgresql.insert), False: _claim(sqlite.insert)}  # built once, keyed by "is PostgreSQL"
 
 
 class ConsumerLoop:

@@ -120,8 +120,9 @@ class OutboxRelay:
         """Publish the oldest unsent rows, in id order; their count, 0 when there were none, or LOCK_BUSY.
 
         One relay publishes at a time, so a lead's events keep their order. On PostgreSQL a
-        transaction-scoped advisory lock says which; its transaction only reads, so it blocks no writer
-        while it waits for the broker. On SQLite every transaction takes the database's write lock, so
+        transaction-scoped advisory lock says which; its transaction reads the rows, waits for the broker
+        holding no row lock (it blocks no writer), then marks them and commits: one transaction a round.
+        On SQLite every transaction takes the database's write lock, so
         the rows are read in one short transaction and marked sent in another, the broker is waited for
         in between with no transaction open, and a lock on a file beside the database says which relay
         publishes."""
@@ -139,7 +140,9 @@ class OutboxRelay:
                 if not locked:
                     await session.rollback()
                     return LOCK_BUSY
-                return await self._publish(await self._unsent(session))
+                sent = await self._publish(await self._unsent(session), marking=session)
+                await session.commit()
+                return sent
             rows = await self._unsent(session)
             await session.rollback()  # SQLite without a lock file (in memory): never wait for Kafka holding it
         return await self._publish(rows)
@@ -174,10 +177,10 @@ class OutboxRelay:
                    OutboxMessage.created_at)
             .where(OutboxMessage.sent_at.is_(None)).order_by(OutboxMessage.id).limit(self.batch_size))).all())
 
-    async def _publish(self, rows: list[Any]) -> int:
-        """Send `rows` and wait for every acknowledgement, then mark them sent (in a transaction of their
-        own); on failure count the attempt and raise, leaving them all unsent (what did get through is sent
-        again: a duplicate, which consumers skip by its id).
+    async def _publish(self, rows: list[Any], marking: AsyncSession | None = None) -> int:
+        """Send `rows` and wait for every acknowledgement, then mark them sent (in `marking`, the caller's
+        transaction, else in one of their own); on failure count the attempt and raise, leaving them all
+        unsent (what did get through is sent again: a duplicate, which consumers skip by its id).
 
         A key's (a lead's) events go out in waves: its second event is sent only once its first is
         acknowledged, and so on. Without an idempotent producer, a failed send followed by a successful
@@ -207,9 +210,13 @@ class OutboxRelay:
                     attempts=OutboxMessage.attempts + 1, last_error=str(exc)[:500]))
             raise
         now = utcnow()
-        async with self.sessions() as session, session.begin():
-            await session.execute(update(OutboxMessage).where(OutboxMessage.id.in_(ids))
-                                  .values(sent_at=now, attempts=OutboxMessage.attempts + 1))
+        mark = update(OutboxMessage).where(OutboxMessage.id.in_(ids)).values(sent_at=now,
+                                                                            attempts=OutboxMessage.attempts + 1)
+        if marking is not None:  # PostgreSQL: the transaction that read them (and holds the lock) marks them
+            await marking.execute(mark)
+        else:
+            async with self.sessions() as session, session.begin():
+                await session.execute(mark)
         self.published += len(rows)
         for row in rows:
             RELAY_STAGE.observe(max(0.0, (now - row.created_at).total_seconds()))

@@ -241,15 +241,29 @@ async def ingest_many(session: AsyncSession, items: list[tuple[str, LeadIn, str 
         rows = [{c.key: getattr(lead, c.key) for c in Lead.__table__.columns} for lead in fresh]
         stmt = _INSERT_IGNORE[(is_postgres(session), Lead)].returning(Lead.lead_id)
         inserted = set((await session.scalars(stmt, rows)).all())
+    await _claim_many(session, [(src, wid, lead.lead_id) for lead, (src, _, wid) in zip(leads, items, strict=True)
+                                if wid and lead.lead_id in inserted], now)
     results = []
     for lead, (source, body, webhook_id) in zip(leads, items, strict=True):
         if lead.lead_id in inserted:
             timeline.record(session, settings, lead, "lead.received", data=received_data(lead), at=now)
-            await _claim(session, source, webhook_id, lead.lead_id)
             results.append(IntakeAccepted(lead_id=lead.lead_id, status=RECEIVED, duplicate=False))
         else:
             results.append(await ingest(session, source=source, body=body, webhook_id=webhook_id, settings=settings))
     return results
+
+
+async def _claim_many(session: AsyncSession, claims: list[tuple[str, str, str]], now: datetime) -> None:
+    """`_claim` for the new leads of a batch, in one statement: (source, webhook-id, lead id) each."""
+    if not claims:
+        return
+    stmt = _INSERT_IGNORE[(is_postgres(session), WebhookReceipt)].returning(WebhookReceipt.source,
+                                                                             WebhookReceipt.webhook_id)
+    rows = [{"source": src, "webhook_id": wid, "lead_id": lead_id, "received_at": now} for src, wid, lead_id in claims]
+    stored = {(src, wid) for src, wid in (await session.execute(stmt, rows)).all()}
+    taken = {(src, wid) for src, wid, _ in claims} - stored
+    if taken:
+        raise WebhookTaken(f"webhook-id(s) {sorted(taken)!r} were stored concurrently")
 
 
 async def _known_webhooks(session: AsyncSession, keys: list[tuple[str, str]]) -> set[tuple[str, str]]:

@@ -23,6 +23,13 @@ class PartnerRepository:
     async def all(self) -> list[Partner]:
         return list((await self.session.scalars(select(Partner).order_by(Partner.partner_id))).all())
 
+    async def all_with_open_leads(self) -> list[tuple[Partner, int]]:
+        """Every partner with its open leads counted, in one statement (an index range per partner)."""
+        count = (select(func.count()).where(Lead.partner_id == Partner.partner_id, Lead.status.in_(OPEN_FOR_PARTNER))
+                 .correlate(Partner).scalar_subquery())
+        rows = await self.session.execute(select(Partner, count).order_by(Partner.partner_id))
+        return [(partner, int(n or 0)) for partner, n in rows.all()]
+
     async def open_leads(self, partner_ids: list[str] | None = None) -> dict[str, int]:
         query = (select(Lead.partner_id, func.count()).where(Lead.status.in_(OPEN_FOR_PARTNER))
                  .group_by(Lead.partner_id))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -89,10 +90,7 @@ async def put_rule_set(session: AsyncSession, body: RuleSetBody, *, attempts: in
 
 
 async def _candidates(session: AsyncSession, cards: Scorecards | None) -> list[PartnerFacts]:
-    repo = PartnerRepository(session)
-    partners = await repo.all()
-    counts = await repo.open_leads()
-    return [partner_facts(p, counts.get(p.partner_id, 0), cards) for p in partners]
+    return [partner_facts(p, n, cards) for p, n in await PartnerRepository(session).all_with_open_leads()]
 
 
 async def route_lead(session: AsyncSession, lead_id: str, *, settings: Settings) -> Decision | None:
@@ -119,21 +117,23 @@ async def route_leads(session: AsyncSession, lead_ids: Sequence[str], *, setting
         return []
     rule_set = await active_rule_set(session)
     state = await repo.states()
-    partner_repo = PartnerRepository(session)
-    partners = await partner_repo.all()
-    counts = await partner_repo.open_leads()
-    excluded = await repo.excluded_partners([lead.lead_id for lead in leads])
+    partners = await PartnerRepository(session).all_with_open_leads()
+    # A lead never offered (most: new ones) has no partner to exclude; only the others cost a read.
+    offered_before = [lead.lead_id for lead in leads if lead.routed_at is not None]
+    excluded = await repo.excluded_partners(offered_before) if offered_before else {}
     cards = await _scorecards(session, settings, rule_set)
-    calendars = {p.partner_id: partner_calendar(p) for p in partners}
+    calendars = {p.partner_id: partner_calendar(p) for p, _ in partners}
+    candidates = [partner_facts(p, n, cards) for p, n in partners]  # once per batch
+    position = {facts.partner_id: i for i, facts in enumerate(candidates)}
     changed: set[str] = set()
     decisions = []
     for lead in leads:
-        candidates = [partner_facts(p, counts.get(p.partner_id, 0), cards) for p in partners]
-        decision = decide(lead_facts(lead), candidates, rule_set, version=rule_set.version, state=state,
+        decision = decide(lead_facts(lead), list(candidates), rule_set, version=rule_set.version, state=state,
                           excluded=excluded.get(lead.lead_id, set()))
         _apply(session, settings, lead, decision, calendars)
-        if decision.partner_id is not None:
-            counts[decision.partner_id] = counts.get(decision.partner_id, 0) + 1
+        if decision.partner_id is not None:  # its open leads count one more for the next decision
+            i = position[decision.partner_id]
+            candidates[i] = replace(candidates[i], open_leads=candidates[i].open_leads + 1)
         if decision.state is not None and decision.rule is not None:
             state[decision.rule] = decision.state
             changed.add(decision.rule)
