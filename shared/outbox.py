@@ -294,8 +294,8 @@ class RelayLeadership:
     session advisory lock on a connection of its own and `LISTEN`s on it for `leadrouter_outbox` (sent by
     every other process's transactions that added events, when they commit), so it wakes at once for events
     written anywhere, and no other relay wakes for them. A standby tries for the lock every second (a
-    process that does not run the router first waits `defer_s`, so a router worker, not the API that the
-    load hits, becomes the leader); when the leader's process or connection dies, the lock is freed and a
+    lead_router process first waits `defer_s`, so the SLA monitor, which is off the path from webhook to
+    offer, becomes the leader when it runs); when the leader's process or connection dies, the lock is freed and a
     standby takes over (events wait that long at most, none is lost). Reconnects when its connection drops."""
 
     def __init__(self, url: str, *, defer_s: float = 0.0) -> None:

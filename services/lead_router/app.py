@@ -54,8 +54,9 @@ async def _run_kafka_parts(app: FastAPI, settings: Settings) -> None:
     await retry_forever("creating topics", lambda: ensure_topics(settings))
     group: TaskGroup = app.state.tasks
     if settings.run_relay:
-        # A router worker leads the publishing; an API-only process stands by (its CPU is intake's).
-        await start_relay(app.state, settings, group, "outbox-relay", lead_first=settings.run_router)
+        # The monitor leads the publishing; lead_router processes stand by. Intake and routing are the path
+        # from webhook to offer, and a relay in their event loop made every one of their queries wait.
+        await start_relay(app.state, settings, group, "outbox-relay", lead_first=False)
     if settings.run_router:
         loop = ConsumerLoop(settings, app.state.sessions, name="router", topics=[settings.leads_topic],
                             group_id=router_group(settings),
