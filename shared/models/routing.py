@@ -27,3 +27,14 @@ class RoutingState(Base):
     rule: Mapped[str] = mapped_column(String(200), primary_key=True)
     state: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class PartnerLoad(Base):
+    """A partner's open leads (offered, accepted, working), kept by triggers on `leads` in the transaction
+    that changes a lead's status or partner (migration 8e41d7c09b3a), so routing reads a row per partner
+    instead of counting leads. Changing which statuses are open means a migration of those triggers."""
+
+    __tablename__ = "partner_open_leads"
+
+    partner_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    open_leads: Mapped[int] = mapped_column(Integer, default=0)

@@ -3,8 +3,7 @@ from __future__ import annotations
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.lead_router.lead.states import OPEN_FOR_PARTNER
-from shared.models import Lead, Partner
+from shared.models import Partner, PartnerLoad
 
 
 class PartnerRepository:
@@ -24,15 +23,15 @@ class PartnerRepository:
         return list((await self.session.scalars(select(Partner).order_by(Partner.partner_id))).all())
 
     async def all_with_open_leads(self) -> list[tuple[Partner, int]]:
-        """Every partner with its open leads counted, in one statement (an index range per partner)."""
-        count = (select(func.count()).where(Lead.partner_id == Partner.partner_id, Lead.status.in_(OPEN_FOR_PARTNER))
-                 .correlate(Partner).scalar_subquery())
-        rows = await self.session.execute(select(Partner, count).order_by(Partner.partner_id))
-        return [(partner, int(n or 0)) for partner, n in rows.all()]
+        """Every partner with its open leads, in one statement (the count triggers keep, not a count)."""
+        rows = await self.session.execute(
+            select(Partner, func.coalesce(PartnerLoad.open_leads, 0))
+            .outerjoin(PartnerLoad, PartnerLoad.partner_id == Partner.partner_id).order_by(Partner.partner_id))
+        return [(partner, int(n)) for partner, n in rows.all()]
 
     async def open_leads(self, partner_ids: list[str] | None = None) -> dict[str, int]:
-        query = (select(Lead.partner_id, func.count()).where(Lead.status.in_(OPEN_FOR_PARTNER))
-                 .group_by(Lead.partner_id))
+        """Open leads (offered, accepted, working) per partner, as the triggers on `leads` keep them."""
+        query = select(PartnerLoad.partner_id, PartnerLoad.open_leads)
         if partner_ids is not None:
-            query = query.where(Lead.partner_id.in_(partner_ids))
-        return {pid: int(n) for pid, n in (await self.session.execute(query)).all() if pid is not None}
+            query = query.where(PartnerLoad.partner_id.in_(partner_ids))
+        return {pid: int(n) for pid, n in (await self.session.execute(query)).all() if n}
