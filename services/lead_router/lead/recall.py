@@ -20,6 +20,7 @@ from services.lead_router.lead import timeline
 from services.lead_router.lead.repository import LeadRepository
 from services.lead_router.lead.states import OFFERED, RECEIVED
 from services.lead_router.notify import service as notify
+from services.lead_router.routing.repository import RoutingRepository
 from shared.config import Settings
 from shared.events import CloudEvent
 from shared.kafka import Handler
@@ -37,6 +38,10 @@ async def handle_sla_breached(session: AsyncSession, event: CloudEvent, *, setti
         return
     lead_id = str(data.get("lead_id") or event.subject or "")
     partner_id = data.get("partner_id")
+    # Taking leads back changes partners' open-lead counts (rows the triggers on `leads` update), as routing
+    # does: serialized with routing, a batch of recalls and a routing batch never lock two partners' counts
+    # in opposite orders.
+    await RoutingRepository(session).lock_routing()
     repo = LeadRepository(session)
     lead = await repo.get(lead_id, lock=True) if lead_id else None
     if lead is None or lead.status != OFFERED or not partner_id or lead.partner_id != partner_id:
