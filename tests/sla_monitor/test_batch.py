@@ -5,19 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import event, select
+from sqlalchemy import select
 
 from services.sla_monitor.scheduler import FLAG_BATCH, DeadlineScheduler, flag_batch, flag_clocks, flag_due
 from shared.events import CloudEvent
 from shared.models import OutboxMessage, SlaAlert, SlaClock, utcnow
-from tests.fixtures.builders import count_rows, rows
+from tests.fixtures.builders import count_rows, rows, sql_statements
 from tests.sla_monitor.conftest import t
 
 KINDS = ("accept", "first_touch", "report_back")
@@ -41,23 +39,6 @@ async def make_clocks(app: FastAPI, n: int, due_at: datetime, **overrides: Any) 
     return clocks
 
 
-@contextmanager
-def alert_inserts(app: FastAPI) -> Iterator[list[int]]:
-    """Counts the INSERT statements into sla_alerts the app's engine sends (an executemany counts once)."""
-    seen: list[int] = []
-
-    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if statement.lstrip().upper().startswith("INSERT INTO SLA_ALERTS"):
-            seen.append(1)
-
-    engine = app.state.engine.sync_engine
-    event.listen(engine, "before_cursor_execute", count)
-    try:
-        yield seen
-    finally:
-        event.remove(engine, "before_cursor_execute", count)
-
-
 async def breached_events(app: FastAPI) -> list[CloudEvent]:
     return [CloudEvent.parse(m.payload) for m in await rows(app, OutboxMessage, order_by=OutboxMessage.id)
             if CloudEvent.parse(m.payload).name == "sla.breached"]
@@ -66,9 +47,10 @@ async def breached_events(app: FastAPI) -> list[CloudEvent]:
 async def test_a_batch_of_300_due_clocks_is_flagged_once_each(monitor_app: FastAPI) -> None:
     sessions, settings = monitor_app.state.sessions, monitor_app.state.settings
     clocks = await make_clocks(monitor_app, 300, t(17, 10))
-    with alert_inserts(monitor_app) as inserts:
+    with sql_statements(monitor_app) as statements:
         flagged = await flag_due(sessions, settings, t(17, 10, 30))
     assert len(flagged) == 300
+    inserts = [s for s in statements if s.upper().startswith("INSERT INTO SLA_ALERTS")]
     assert len(inserts) < 300 // FLAG_BATCH * 3  # bulk inserts, not one per clock
     assert {a.clock_id for a in flagged} == {c.clock_id for c in clocks}
     assert {a.breached_at for a in flagged} == {t(17, 10, 30)}
