@@ -6,8 +6,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from sqlalchemy import event, text
+from sqlalchemy import Table, event, insert, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import DeclarativeBase, Session, SessionTransaction
 
 
 def is_sqlite(url: str) -> bool:
@@ -59,3 +60,50 @@ def is_postgres(session: AsyncSession) -> bool:
 async def ping(engine: AsyncEngine) -> None:
     async with engine.connect() as conn:
         await conn.execute(text("SELECT 1"))
+
+
+_STAGED = "db:staged_inserts"  # Session.info: [(savepoint or None, table, row), ...] in the order staged
+
+
+def stage_insert(session: AsyncSession | Session, model: type[DeclarativeBase], row: dict[str, Any]) -> None:
+    """Insert `row` into `model`'s table when the session's transaction commits, together with every other
+    row staged for that table: one statement per table, no ORM object (outbox events and timeline entries,
+    written by the hundred and never read back in the transaction that writes them). Rows keep the order
+    they were staged in (an outbox row's id is its publishing order); pending ORM objects are flushed
+    first, so a staged row may refer to them. A rollback drops the rows staged in what it rolls back: the
+    transaction, or a savepoint and the savepoints inside it."""
+    sync = session.sync_session if isinstance(session, AsyncSession) else session
+    sync.info.setdefault(_STAGED, []).append((sync.get_nested_transaction(), model.__table__, row))
+
+
+@event.listens_for(Session, "before_commit")
+def _insert_staged(session: Session) -> None:
+    if session.in_nested_transaction():  # a savepoint's commit: its rows wait for the transaction's
+        return
+    staged: list[tuple[Any, Table, dict[str, Any]]] | None = session.info.pop(_STAGED, None)
+    if not staged:
+        return
+    session.flush()
+    tables: dict[Table, list[dict[str, Any]]] = {}
+    for _, table, row in staged:
+        tables.setdefault(table, []).append(row)
+    for table, rows in tables.items():
+        session.execute(insert(table), rows)
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _drop_staged(session: Session, previous_transaction: SessionTransaction) -> None:
+    if not previous_transaction.nested:  # the transaction itself
+        session.info.pop(_STAGED, None)
+        return
+    staged = session.info.get(_STAGED)
+    if staged:  # a savepoint: drop what was staged in it or in a savepoint inside it
+        session.info[_STAGED] = [entry for entry in staged if not _within(entry[0], previous_transaction)]
+
+
+def _within(transaction: SessionTransaction | None, savepoint: SessionTransaction) -> bool:
+    while transaction is not None:
+        if transaction is savepoint:
+            return True
+        transaction = transaction.parent
+    return False

@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
 from shared.config import Settings
-from shared.db import is_postgres, is_sqlite
+from shared.db import is_postgres, is_sqlite, stage_insert
 from shared.events import CloudEvent, encode, new_event
 from shared.kafka import LogWatch, ensure_topics, make_producer
 from shared.models import DeadLetter, OutboxMessage, ProcessedEvent, utcnow
@@ -45,8 +45,8 @@ def add_event(session: AsyncSession, *, topic: str, name: str, source: str, subj
               data: dict[str, Any], at: datetime | None = None) -> CloudEvent:
     """Stage a CloudEvent for publication in the caller's transaction."""
     ev = new_event(name, source=source, subject=subject, data=data, at=at)
-    session.add(OutboxMessage(event_id=ev.id, topic=topic, key=subject, type=ev.type, payload=encode(ev),
-                              created_at=ev.time))
+    stage_insert(session, OutboxMessage, {"event_id": ev.id, "topic": topic, "key": subject, "type": ev.type,
+                                          "payload": encode(ev), "created_at": ev.time, "attempts": 0})
     OUTBOX_COMMITTED.mark(session)
     return ev
 

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.config import Settings
+from shared.db import stage_insert
 from shared.events import ROUTER_SOURCE
 from shared.models import Lead, LeadEvent, utcnow
 from shared.outbox import add_event
@@ -23,6 +24,6 @@ def record(session: AsyncSession, settings: Settings, lead: Lead, name: str, *, 
                "source": lead.source, **(data or {}), **(event_only or {})}
     ev = add_event(session, topic=settings.leads_topic, name=name, source=ROUTER_SOURCE, subject=lead.lead_id,
                    data=payload, at=at)
-    session.add(LeadEvent(event_id=ev.id, lead_id=lead.lead_id, type=name, at=at,
-                          partner_id=partner_id or lead.partner_id, data=data or {}))
+    stage_insert(session, LeadEvent, {"event_id": ev.id, "lead_id": lead.lead_id, "type": name, "at": at,
+                                      "partner_id": partner_id or lead.partner_id, "data": data or {}})
     return ev.id

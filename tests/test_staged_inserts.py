@@ -1,0 +1,106 @@
+"""`shared.db.stage_insert`: outbox events and timeline entries are written when their transaction commits,
+one statement per table, after the ORM objects they refer to; a rollback (of the transaction, or of the
+savepoint they were staged in) writes none of them. On SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from sqlalchemy import delete, event, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from shared.db import create_engine, session_factory
+from shared.models import Lead, LeadEvent, OutboxMessage, utcnow
+from shared.outbox import add_event
+
+TOPIC = "staged.leads"
+
+
+@pytest.fixture
+async def sessions(db_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    """Sessions on the shared test database; the rows these tests write are deleted afterwards (unsent outbox
+    rows left behind would be published by the next test's relay)."""
+    engine = create_engine(db_url)
+    factory = session_factory(engine)
+    try:
+        yield factory
+    finally:
+        async with factory() as session, session.begin():
+            await session.execute(delete(OutboxMessage).where(OutboxMessage.topic == TOPIC))
+            await session.execute(delete(LeadEvent).where(LeadEvent.lead_id.in_(
+                select(Lead.lead_id).where(Lead.source == "staged-test"))))
+            await session.execute(delete(Lead).where(Lead.source == "staged-test"))
+        await engine.dispose()
+
+
+def new_lead() -> Lead:
+    lead_id, now = str(uuid.uuid4()), utcnow()
+    return Lead(lead_id=lead_id, source="staged-test", external_id=lead_id, status="received", company={}, contact={},
+                created_at=now, updated_at=now)
+
+
+async def events_of(sessions: async_sessionmaker[AsyncSession], subject: str) -> list[str]:
+    async with sessions() as session:
+        return list((await session.scalars(select(OutboxMessage.type).where(OutboxMessage.key == subject)
+                                           .order_by(OutboxMessage.id))).all())
+
+
+async def test_staged_rows_follow_the_objects_they_refer_to_in_one_statement_per_table(
+        sessions: async_sessionmaker[AsyncSession]) -> None:
+    from services.lead_router.lead import timeline
+    from shared.config import Settings
+
+    settings = Settings(topic_prefix="staged")
+    assert settings.leads_topic == TOPIC
+    lead = new_lead()
+    inserts: list[str] = []
+    async with sessions() as session:
+        engine = session.bind.sync_engine  # type: ignore[union-attr]
+
+        def count(conn: object, cursor: object, statement: str, *args: object) -> None:
+            if statement.lstrip().upper().startswith(("INSERT INTO OUTBOX", "INSERT INTO LEAD_EVENTS")):
+                inserts.append(statement.split()[2])
+
+        event.listen(engine, "before_cursor_execute", count)
+        try:
+            async with session.begin():
+                session.add(lead)  # pending: the timeline rows' foreign key needs it first
+                for name in ("lead.received", "lead.routed", "lead.accepted"):
+                    timeline.record(session, settings, lead, name)
+        finally:
+            event.remove(engine, "before_cursor_execute", count)
+    assert sorted(inserts) == ["lead_events", "outbox"]  # one statement each, three rows each
+    assert await events_of(sessions, lead.lead_id) == ["leadrouter.lead.received", "leadrouter.lead.routed",
+                                                       "leadrouter.lead.accepted"]
+    async with sessions() as session:
+        assert len((await session.scalars(select(LeadEvent).where(LeadEvent.lead_id == lead.lead_id))).all()) == 3
+
+
+async def test_a_rollback_writes_nothing_staged(sessions: async_sessionmaker[AsyncSession]) -> None:
+    subject = str(uuid.uuid4())
+    with pytest.raises(RuntimeError):
+        async with sessions() as session, session.begin():
+            add_event(session, topic=TOPIC, name="lead.activity", source="/test", subject=subject, data={})
+            raise RuntimeError("the change fails")
+    async with sessions() as session, session.begin():  # the same session factory, a later transaction
+        add_event(session, topic=TOPIC, name="lead.updated", source="/test", subject=subject, data={})
+    assert await events_of(sessions, subject) == ["leadrouter.lead.updated"]
+
+
+async def test_a_savepoint_rolled_back_takes_its_events_with_it(sessions: async_sessionmaker[AsyncSession]) -> None:
+    subject = str(uuid.uuid4())
+    async with sessions() as session, session.begin():
+        add_event(session, topic=TOPIC, name="lead.received", source="/test", subject=subject, data={})
+        try:
+            async with session.begin_nested():
+                add_event(session, topic=TOPIC, name="lead.routed", source="/test", subject=subject,
+                          data={})
+                raise RuntimeError("undo the savepoint")
+        except RuntimeError:
+            pass
+        async with session.begin_nested():
+            add_event(session, topic=TOPIC, name="lead.accepted", source="/test", subject=subject,
+                      data={})
+    assert await events_of(sessions, subject) == ["leadrouter.lead.received", "leadrouter.lead.accepted"]
