@@ -269,6 +269,7 @@ NOTIFY_CHANNEL = "leadrouter_outbox"  # notified at commit by transactions that 
 
 
 LEADER_LOCK_KEY = 746_215_003
+HANDOVER_CHANNEL = "leadrouter_relay_handover"  # a preferred standby asks the leader to hand over
 STANDBY_CHECK_S = 1.0
 LEADER_DEFER_S = 3.0
 
@@ -295,18 +296,20 @@ class RelayLeadership:
     every other process's transactions that added events, when they commit), so it wakes at once for events
     written anywhere, and no other relay wakes for them. A standby tries for the lock every second (a
     lead_router process first waits `defer_s`, so the SLA monitor, which is off the path from webhook to
-    offer, becomes the leader when it runs); when the leader's process or connection dies, the lock is freed and a
-    standby takes over (events wait that long at most, none is lost). Reconnects when its connection drops."""
+    offer, becomes the leader when it runs; a monitor that starts later asks a lead_router leader to hand
+    over, on `leadrouter_relay_handover`, and gets the lead within seconds); when the leader's process or
+    connection dies, the lock is freed and a standby takes over (events wait that long at most, none is
+    lost). Reconnects when its connection drops."""
 
-    def __init__(self, url: str, *, defer_s: float = 0.0) -> None:
+    def __init__(self, url: str, *, defer_s: float = 0.0, preferred: bool = False) -> None:
         self.dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
         self.defer_s = defer_s
+        self.preferred = preferred  # a preferred standby asks a leader that is not preferred to hand over
         self.is_leader = asyncio.Event()
 
     async def run(self) -> None:
         import asyncpg  # PostgreSQL only
 
-        global _leading
         await asyncio.sleep(self.defer_s)
         while True:
             try:
@@ -315,31 +318,59 @@ class RelayLeadership:
                 log.warning("outbox relay: cannot reach the database for leadership (%s); retrying in 5s", exc)
                 await asyncio.sleep(5)
                 continue
-            lost = asyncio.Event()
-            conn.add_termination_listener(lambda _conn, lost=lost: lost.set())
+            handed_over = False
             try:
-                while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", LEADER_LOCK_KEY):
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(lost.wait(), STANDBY_CHECK_S)
-                    if lost.is_set():
-                        raise ConnectionError("connection lost")
-                await conn.add_listener(NOTIFY_CHANNEL, lambda *_args: OUTBOX_COMMITTED.set())
-                self.is_leader.set()
-                _leading = True
-                OUTBOX_COMMITTED.set()  # rows committed before we listened
-                log.info("outbox relay: this process publishes the database's events")
-                await lost.wait()
-                log.warning("outbox relay: lost the leadership connection; reconnecting")
+                handed_over = await self._lead(conn)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - a dropped connection surfaces as several kinds
                 log.warning("outbox relay: leadership connection failed (%s); reconnecting", exc)
                 await asyncio.sleep(0.5)
             finally:
-                self.is_leader.clear()
-                _leading = False
+                self._stand_down()
                 with contextlib.suppress(Exception):
                     await conn.close(timeout=2)
+            if handed_over:  # give the preferred process the time to take the lock
+                await asyncio.sleep(LEADER_DEFER_S)
+
+    async def _lead(self, conn: Any) -> bool:
+        """Stand by until this connection holds the lock, then lead until the connection is lost (False) or,
+        not preferred, until a preferred standby asks for the lead (True)."""
+        global _leading
+        lost, asked = asyncio.Event(), asyncio.Event()
+        conn.add_termination_listener(lambda _conn: lost.set())
+        while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", LEADER_LOCK_KEY):
+            if self.preferred:  # a process that is not preferred took the lead while we started: ask for it
+                await conn.execute(f"NOTIFY {HANDOVER_CHANNEL}")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(lost.wait(), STANDBY_CHECK_S)
+            if lost.is_set():
+                raise ConnectionError("connection lost")
+        if not self.preferred:
+            await conn.add_listener(HANDOVER_CHANNEL, lambda *_args: asked.set())
+        await conn.add_listener(NOTIFY_CHANNEL, lambda *_args: OUTBOX_COMMITTED.set())
+        self.is_leader.set()
+        _leading = True
+        OUTBOX_COMMITTED.set()  # rows committed before we listened
+        log.info("outbox relay: this process publishes the database's events")
+        waits = {asyncio.create_task(lost.wait()), asyncio.create_task(asked.wait())}
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in waits:
+                task.cancel()
+        if lost.is_set():
+            log.warning("outbox relay: lost the leadership connection; reconnecting")
+            return False
+        log.info("outbox relay: handing the publishing over to a preferred process (the SLA monitor)")
+        self._stand_down()
+        await conn.fetchval("SELECT pg_advisory_unlock($1)", LEADER_LOCK_KEY)
+        return True
+
+    def _stand_down(self) -> None:
+        global _leading
+        self.is_leader.clear()
+        _leading = False
 
 
 async def start_relay(state: Any, settings: Settings, group: TaskGroup, name: str, *,
@@ -354,7 +385,8 @@ async def start_relay(state: Any, settings: Settings, group: TaskGroup, name: st
                         watch=LogWatch(settings), replay_margin_s=settings.replay_margin_s)
     relay.ensure_topics = lambda: ensure_topics(settings)
     if not is_sqlite(settings.database_url):
-        relay.leadership = RelayLeadership(settings.database_url, defer_s=0.0 if lead_first else LEADER_DEFER_S)
+        relay.leadership = RelayLeadership(settings.database_url, defer_s=0.0 if lead_first else LEADER_DEFER_S,
+                                           preferred=lead_first)
         group.start(f"{name}-leadership", relay.leadership.run())
     state.relay = relay
     group.start(name, relay.run())

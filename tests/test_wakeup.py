@@ -106,3 +106,23 @@ async def test_one_relay_leads_per_database_and_a_standby_takes_over(db_url: str
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_a_preferred_relay_starting_later_gets_the_lead_handed_over(db_url: str) -> None:
+    """A lead_router process took the lead because the monitor started late: the monitor asks for it and gets
+    it, and the lead_router process stands by (it publishes nothing meanwhile)."""
+    if not db_url.startswith("postgresql"):
+        return
+    router, monitor = RelayLeadership(db_url), RelayLeadership(db_url, preferred=True)
+    tasks = [asyncio.create_task(router.run())]
+    try:
+        await asyncio.wait_for(router.is_leader.wait(), 5)
+        tasks.append(asyncio.create_task(monitor.run()))
+        await asyncio.wait_for(monitor.is_leader.wait(), 5)
+        assert not router.is_leader.is_set()
+        await asyncio.sleep(outbox.LEADER_DEFER_S + 1.5)  # the router stands by again; the monitor keeps it
+        assert monitor.is_leader.is_set() and not router.is_leader.is_set()
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
