@@ -17,14 +17,22 @@ from pydantic import (
 
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=300)]
 # The documented pattern means the same in JSON Schema (ECMA 262) as in Python; whitespace and control
-# characters (which the two regex flavours' `\s` disagree on) are refused by `_no_space` (a value error).
+# characters (which the two regex flavours' `\s` disagree on) are refused by `_email` (a value error).
 EMAIL_PATTERN = r"^[^@]+@[^@]+\.[^@]+$"
 _SPACE_OR_CONTROL = re.compile(r"[\s\x00-\x1f\x7f-\x9f]")
 
 
-def _no_space(value: str) -> str:
+_EMAIL = re.compile(EMAIL_PATTERN)
+
+
+def _email(value: str) -> str:
+    """The documented pattern, checked on the trimmed value (so `" dana@x.io "` is taken), with the same
+    kind of error as the rest of the service's own rules: a `value_error`. As a pydantic `pattern` it failed
+    as a schema error for values that match the documented pattern only before trimming (`"\t@x.io"`)."""
     if _SPACE_OR_CONTROL.search(value):
         raise ValueError("must not contain spaces or control characters")
+    if not _EMAIL.match(value):
+        raise ValueError(f"must look like an email address (pattern {EMAIL_PATTERN})")
     return value
 
 
@@ -58,8 +66,8 @@ Employees = Annotated[int, Field(ge=0), BeforeValidator(_not_bool)]
 Country = Annotated[str, StringConstraints(pattern=r"^[A-Za-z]{2}$", to_upper=True)]
 Region = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=10, to_upper=True)]
 PostalCode = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=12, to_upper=True)]
-Email = Annotated[str, StringConstraints(strip_whitespace=True, max_length=320, pattern=EMAIL_PATTERN),
-                  AfterValidator(_no_space)]
+Email = Annotated[str, StringConstraints(strip_whitespace=True, max_length=320), AfterValidator(_email),
+                  Field(json_schema_extra={"pattern": EMAIL_PATTERN})]
 Time = Annotated[AwareDatetime, BeforeValidator(_rfc3339_only)]
 Phone = Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=40)]
 Money = Annotated[float, Field(ge=0, allow_inf_nan=False), BeforeValidator(_not_bool)]

@@ -224,6 +224,19 @@ async def test_invalid_lead_is_422_naming_fields(client: httpx.AsyncClient, app:
     assert await stored(app) == (0, 0, 0)
 
 
+@pytest.mark.parametrize(("email", "status"), [(" dana.wu@example.com ", 202), ("\tdana.wu@example.com", 202),
+                                                ("\t@example.com", 422), ("dana wu@example.com", 422)])
+async def test_an_email_is_checked_trimmed_and_refused_by_the_services_rule(
+        client: httpx.AsyncClient, email: str, status: int) -> None:
+    """The documented pattern (`^[^@]+@[^@]+\\.[^@]+$`) is checked on the trimmed value. `"\\t@example.com"`
+    matches it as sent and not once trimmed: a `value_error` (a rule of the service's), not a
+    `string_pattern_mismatch`, which would say the document and the validation disagree (Schemathesis)."""
+    response = await client.post("/v1/webhooks/generic", json=lead_body(email=email))
+    assert response.status_code == status, response.text
+    if status == 422:
+        assert [(e["field"], e["type"]) for e in response.json()["errors"]] == [("email", "value_error")]
+
+
 @pytest.mark.parametrize("source", ["Bad Source", "-x", "a" * 65])
 async def test_bad_source_is_422(client: httpx.AsyncClient, app: FastAPI, source: str) -> None:
     response = await post_lead(client, source=source)
