@@ -128,7 +128,7 @@ async def route_leads(session: AsyncSession, lead_ids: Sequence[str], *, setting
     changed: set[str] = set()
     decisions = []
     for lead in leads:
-        decision = decide(lead_facts(lead), list(candidates), rule_set, version=rule_set.version, state=state,
+        decision = decide(lead_facts(lead), candidates, rule_set, version=rule_set.version, state=state,
                           excluded=excluded.get(lead.lead_id, set()))
         _apply(session, settings, lead, decision, calendars)
         if decision.partner_id is not None:  # its open leads count one more for the next decision
