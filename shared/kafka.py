@@ -106,8 +106,8 @@ def make_consumer(settings: Settings, *topics: str, group_id: str) -> AIOKafkaCo
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
-        session_timeout_ms=10_000,
-        heartbeat_interval_ms=1_000,
+        session_timeout_ms=settings.kafka_session_timeout_ms,
+        heartbeat_interval_ms=min(1_000, settings.kafka_session_timeout_ms // 3),
     )
 
 
@@ -316,10 +316,16 @@ class LogWatch:
     """Tells whether the broker lost the logs a relay published to, as the bundled broker does when it
     restarts empty: a partition that is gone, or whose end offset went backwards since the last look.
     (End offsets, not acknowledged offsets, are compared with end offsets: the bundled broker reports a
-    log's end as the start of its last batch, so only its own figures compare.)"""
+    log's end as the start of its last batch, so only its own figures compare.)
+
+    Which partitions exist is asked of the broker at every look (a metadata request of the admin client). A
+    client's cached metadata is refreshed only on its own errors: a cache refreshed while a restarted broker
+    had no topic yet kept saying "gone" after the topic was created again, and the relay published every
+    event of the last minutes again at every look, for ever."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.admin: AIOKafkaAdminClient | None = None
         self.consumer: AIOKafkaConsumer | None = None
         self.ends: dict[tuple[str, int], int] = {}
 
@@ -331,19 +337,23 @@ class LogWatch:
         return await asyncio.wait_for(self._lost(partitions), 10)
 
     async def _lost(self, partitions: set[tuple[str, int]]) -> list[str]:
-        if self.consumer is None:
+        if self.admin is None or self.consumer is None:
+            admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.bootstrap, request_timeout_ms=5000)
             consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.bootstrap, group_id=None,
                                         request_timeout_ms=5000)
             try:
+                await admin.start()
                 await consumer.start()
             except BaseException:
+                await admin.close()
                 await consumer.stop()
                 raise
-            self.consumer = consumer
-        await self.consumer.topics()  # fresh metadata
+            self.admin, self.consumer = admin, consumer
+        described = await self.admin.describe_topics(sorted({topic for topic, _ in partitions}))
+        exist = {(t["topic"], p["partition"]) for t in described if t["error_code"] == 0 for p in t["partitions"]}
         out, present = [], []
         for topic, partition in sorted(partitions):
-            if partition in (self.consumer.partitions_for_topic(topic) or set()):
+            if (topic, partition) in exist:
                 present.append(TopicPartition(topic, partition))
             else:
                 out.append(f"{topic}[{partition}] is gone")
@@ -357,8 +367,10 @@ class LogWatch:
         return out
 
     async def close(self) -> None:
-        if self.consumer is not None:
-            consumer, self.consumer = self.consumer, None
+        admin, consumer, self.admin, self.consumer = self.admin, self.consumer, None, None
+        if admin is not None:
+            await admin.close()
+        if consumer is not None:
             await consumer.stop()
 
 
