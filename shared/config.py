@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     # Apache Kafka supports the idempotent producer; the bundled broker does not.
     kafka_idempotent_producer: bool = False
     kafka_fetch_max_wait_ms: int = Field(default=10, ge=1)
+    # A consumer that stops heartbeating is out of its group after this long; the bundled broker also
+    # waits half of it for members to join a rebalance, so it is how long a first assignment takes there.
+    kafka_session_timeout_ms: int = Field(default=10_000, ge=1_000, le=300_000)
 
     host: str = "127.0.0.1"
     router_port: int = 8000
