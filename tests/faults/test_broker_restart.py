@@ -26,7 +26,7 @@ from shared.broker import free_port, start_broker, stop_process
 from shared.db import create_engine
 from shared.models import DeadLetter, Lead, LeadOffer, OutboxMessage, ProcessedEvent, SlaClock
 from tests.fixtures.builders import lead_body, partner_body
-from tests.fixtures.processes import ADMIN_TOKEN, Service, service_env, unique_prefix
+from tests.fixtures.processes import ADMIN_TOKEN, Service, http, service_env, unique_prefix
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 LEADS_BEFORE, LEADS_DURING = 200, 300
@@ -75,7 +75,7 @@ def post(url: str, count: int, spread_s: float = 0.0, latencies: list[float] | N
     def one(i: int) -> str:
         time.sleep(max(0.0, start + spread_s * i / count - time.monotonic()))
         began = time.monotonic()
-        response = httpx.post(f"{url}/v1/webhooks/generic", json=lead_body(), timeout=30)
+        response = http().post(f"{url}/v1/webhooks/generic", json=lead_body(), timeout=30)
         if latencies is not None:
             latencies.append(time.monotonic() - began)
         assert response.status_code == 202, response.text
@@ -118,7 +118,12 @@ async def test_broker_restarted_empty(services: tuple[Broker, list[Service]], fr
         for i in range(5):
             body = partner_body(name=f"p{i}", capacity={"max_open_leads": None})
             assert client.put(f"/v1/partners/p{i}", json=body, headers=ADMIN).status_code == 201
-    sent = post(api.url, LEADS_BEFORE)
+    sent = post(api.url, 1)  # through the whole pipeline first: every consumer has joined and is reading
+    for _ in range(100):
+        if (await counts(fresh_db))[3] == 1:
+            break
+        await asyncio.sleep(0.1)
+    sent += post(api.url, LEADS_BEFORE)
     broker.stop()  # events of the last leads are still in flight: published, not all consumed
     stopped = time.monotonic()
     during: list[float] = []
@@ -129,7 +134,7 @@ async def test_broker_restarted_empty(services: tuple[Broker, list[Service]], fr
     await asyncio.sleep(max(0.0, DOWN_S - (time.monotonic() - stopped)))
     broker.start()
     restarted = time.monotonic()
-    total = LEADS_BEFORE + LEADS_DURING
+    total = 1 + LEADS_BEFORE + LEADS_DURING
     seen = (0, 0, 0, 0)
     while time.monotonic() - restarted < 45:
         seen = await counts(fresh_db)

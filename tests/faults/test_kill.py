@@ -23,7 +23,7 @@ from shared.broker import free_port
 from shared.db import create_engine
 from shared.models import Lead, LeadEvent, LeadOffer, SlaAlert, SlaClock
 from tests.fixtures.builders import lead_body, partner_body
-from tests.fixtures.processes import ADMIN_TOKEN, Service, service_env, unique_prefix
+from tests.fixtures.processes import ADMIN_TOKEN, Service, http, service_env, unique_prefix
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 LEADS = 500
@@ -64,7 +64,7 @@ def post_all(url: str, count: int, posted: list[str], kill_after: int, kill: thr
         body = lead_body(external_id=f"kill-{i}")
         for _ in range(300):
             try:
-                response = httpx.post(f"{url}/v1/webhooks/generic", json=body, timeout=10)
+                response = http().post(f"{url}/v1/webhooks/generic", json=body, timeout=10)
             except httpx.HTTPError:
                 time.sleep(0.1)
                 continue
@@ -118,6 +118,13 @@ async def test_sigkill_mid_run(run: Run, fresh_db: str, victim: str) -> None:
         policy = {"accept_within": "PT1H", "first_touch_within": "PT1H", "report_back_every": "PT1H",
                   "clock": "calendar", "on_accept_breach": "alert"}
         assert monitor.put("/v1/sla/policies/default", json=policy, headers=ADMIN).status_code == 201
+    # One lead through the whole pipeline first: every consumer has joined its group, so the kill lands
+    # while leads are being routed and clocked, not before anything has started.
+    http().post(f"{run.api.url}/v1/webhooks/generic", json=lead_body(external_id="warm-up")).raise_for_status()
+    for _ in range(100):
+        if (await tallies(fresh_db))["clocks"] == 1:
+            break
+        await asyncio.sleep(0.1)
     target = {"worker": run.worker, "api": run.api, "monitor": run.monitor, "one_of_two_workers": run.worker}[victim]
     kill = threading.Event()
     posted: list[str] = []
@@ -137,8 +144,9 @@ async def test_sigkill_mid_run(run: Run, fresh_db: str, victim: str) -> None:
     accepted = await asyncio.to_thread(post_all, run.api.url, LEADS, posted, 200, kill)
     thread.join(90)
     assert len(accepted) == LEADS
-    want = {"leads": LEADS, "offered": LEADS, "offers": LEADS, "timeline": 2 * LEADS, "clocks": LEADS,
-            "clock_leads": LEADS, "alerts": 0}
+    leads = LEADS + 1  # and the warm-up lead
+    want = {"leads": leads, "offered": leads, "offers": leads, "timeline": 2 * leads, "clocks": leads,
+            "clock_leads": leads, "alerts": 0}
     seen: dict[str, int] = {}
     for _ in range(120):
         seen = await tallies(fresh_db)

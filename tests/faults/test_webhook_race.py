@@ -19,7 +19,7 @@ from shared.db import create_engine
 from shared.models import Lead, WebhookReceipt
 from tests.fixtures.builders import lead_body
 from tests.fixtures.databases import drop_pg_database, migrated_pg
-from tests.fixtures.processes import Service, service_env, unique_prefix
+from tests.fixtures.processes import Service, http, service_env, unique_prefix
 
 ROUNDS = 25
 
@@ -53,8 +53,9 @@ def _race(apis: list[Service], deliveries: list[tuple[str, dict[str, Any], dict[
     responses: list[httpx.Response] = []
 
     def deliver(api: Service, source: str, body: dict[str, Any], headers: dict[str, str]) -> None:
+        client = http()  # made before the barrier: making one takes ~25 ms, which would spread the race
         barrier.wait()
-        responses.append(httpx.post(f"{api.url}/v1/webhooks/{source}", json=body, headers=headers, timeout=30))
+        responses.append(client.post(f"{api.url}/v1/webhooks/{source}", json=body, headers=headers, timeout=30))
 
     threads = [threading.Thread(target=deliver, args=(api, *d)) for api, d in zip(apis, deliveries, strict=True)]
     for thread in threads:
