@@ -161,6 +161,10 @@ class OutboxRelay:
     async def _replay(self, lost: list[str]) -> None:
         if self.ensure_topics is not None:
             await self.ensure_topics()
+        # The topics may have come back with other partitions (a restarted bundled broker creates them with its
+        # own count, and creations race). The producer's metadata may still list the old ones, and that broker
+        # takes writes to a partition it no longer lists: keys would map where no consumer reads. Read it again.
+        await self.producer.client.force_metadata_update()
         since = (self.healthy_at or utcnow()) - self.replay_margin
         async with self.sessions() as session, session.begin():
             result = await session.execute(update(OutboxMessage).where(OutboxMessage.sent_at >= since)
