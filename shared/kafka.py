@@ -37,6 +37,10 @@ BatchHandler = Callable[[AsyncSession, list[CloudEvent]], Awaitable[None]]
 
 TOPIC_ALREADY_EXISTS = 36
 CONSUME_STAGE = stage("consume")
+# Clients read the topics' partitions again this often (Kafka's default is 5 minutes): a topic that came back
+# from a restarted broker with another partition count, or one given more partitions by ops, is followed
+# within seconds, not read half-blind for minutes. One small request per client.
+METADATA_MAX_AGE_MS = 5_000
 POSITION_CHECK_S = 5.0  # how often a consumer compares its positions with the ends of the logs
 
 
@@ -95,6 +99,7 @@ def make_producer(settings: Settings) -> AIOKafkaProducer:
         enable_idempotence=settings.kafka_idempotent_producer,
         linger_ms=1,
         request_timeout_ms=10_000,
+        metadata_max_age_ms=METADATA_MAX_AGE_MS,
     )
 
 
@@ -108,6 +113,7 @@ def make_consumer(settings: Settings, *topics: str, group_id: str) -> AIOKafkaCo
         fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
         session_timeout_ms=settings.kafka_session_timeout_ms,
         heartbeat_interval_ms=min(1_000, settings.kafka_session_timeout_ms // 3),
+        metadata_max_age_ms=METADATA_MAX_AGE_MS,
     )
 
 
