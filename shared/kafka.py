@@ -318,6 +318,29 @@ class ConsumerLoop:
             return None
 
 
+async def _admin_and_consumer(settings: Settings, *, request_timeout_ms: int
+                              ) -> tuple[AIOKafkaAdminClient, AIOKafkaConsumer]:
+    """An admin client and a group-less consumer, started; neither is left open if the other fails."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap, request_timeout_ms=request_timeout_ms)
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, group_id=None,
+                                request_timeout_ms=request_timeout_ms)
+    try:
+        await admin.start()
+        await consumer.start()
+    except BaseException:
+        await admin.close()
+        await consumer.stop()
+        raise
+    return admin, consumer
+
+
+async def partitions_of(admin: AIOKafkaAdminClient, topics: set[str]) -> set[tuple[str, int]]:
+    """The (topic, partition) pairs the broker lists now: a metadata request, never a client's cache (refreshed
+    only on that client's own errors, or every few minutes)."""
+    described = await admin.describe_topics(sorted(topics))
+    return {(t["topic"], p["partition"]) for t in described if t["error_code"] == 0 for p in t["partitions"]}
+
+
 class LogWatch:
     """Tells whether the broker lost the logs a relay published to, as the bundled broker does when it
     restarts empty: a partition that is gone, or whose end offset went backwards since the last look.
@@ -344,19 +367,8 @@ class LogWatch:
 
     async def _lost(self, partitions: set[tuple[str, int]]) -> list[str]:
         if self.admin is None or self.consumer is None:
-            admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.bootstrap, request_timeout_ms=5000)
-            consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.bootstrap, group_id=None,
-                                        request_timeout_ms=5000)
-            try:
-                await admin.start()
-                await consumer.start()
-            except BaseException:
-                await admin.close()
-                await consumer.stop()
-                raise
-            self.admin, self.consumer = admin, consumer
-        described = await self.admin.describe_topics(sorted({topic for topic, _ in partitions}))
-        exist = {(t["topic"], p["partition"]) for t in described if t["error_code"] == 0 for p in t["partitions"]}
+            self.admin, self.consumer = await _admin_and_consumer(self.settings, request_timeout_ms=5000)
+        exist = await partitions_of(self.admin, {topic for topic, _ in partitions})
         out, present = [], []
         for topic, partition in sorted(partitions):
             if (topic, partition) in exist:
@@ -394,15 +406,8 @@ class GroupLag:
 
     async def _measure(self) -> int:
         if self.admin is None or self.consumer is None:
-            admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.bootstrap, request_timeout_ms=3000)
-            consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.bootstrap, group_id=None,
-                                        request_timeout_ms=3000)
-            await admin.start()
-            await consumer.start()
-            self.admin, self.consumer = admin, consumer
-        await self.consumer.topics()  # refresh metadata
-        partitions = self.consumer.partitions_for_topic(self.topic) or set()
-        tps = [TopicPartition(self.topic, p) for p in partitions]
+            self.admin, self.consumer = await _admin_and_consumer(self.settings, request_timeout_ms=3000)
+        tps = [TopicPartition(t, p) for t, p in sorted(await partitions_of(self.admin, {self.topic}))]
         if not tps:
             return 0
         ends = await self.consumer.end_offsets(tps)
