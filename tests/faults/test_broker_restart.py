@@ -22,34 +22,21 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from shared.broker import free_port, start_broker, stop_process
+from shared.broker import free_port
 from shared.db import create_engine
 from shared.models import DeadLetter, Lead, LeadOffer, OutboxMessage, ProcessedEvent, SlaClock
 from tests.fixtures.builders import lead_body, partner_body
-from tests.fixtures.processes import ADMIN_TOKEN, Service, http, service_env, unique_prefix
+from tests.fixtures.processes import ADMIN_TOKEN, RestartableBroker, Service, http, service_env, unique_prefix
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 LEADS_BEFORE, LEADS_DURING = 200, 300
 DOWN_S = 12.0  # longer than the consumers' session timeout (6 s in service_env): their group sessions expire
 
 
-class Broker:
-    def __init__(self, tmp_path: Path) -> None:
-        self.port = free_port()
-        self.log = tmp_path / "broker.log"
-        self.proc = start_broker(self.port, log_path=self.log)
-
-    def stop(self) -> None:
-        stop_process(self.proc)
-
-    def start(self) -> None:
-        self.proc = start_broker(self.port, log_path=self.log)
-
-
 @pytest.fixture
-def services(fresh_db: str, tmp_path: Path) -> Iterator[tuple[Broker, list[Service]]]:
-    broker = Broker(tmp_path)
-    env = service_env(fresh_db, f"127.0.0.1:{broker.port}", unique_prefix(), LEADROUTER_TOPIC_PARTITIONS="6",
+def services(fresh_db: str, tmp_path: Path) -> Iterator[tuple[RestartableBroker, list[Service]]]:
+    broker = RestartableBroker(tmp_path / "broker.log")
+    env = service_env(fresh_db, broker.bootstrap, unique_prefix(), LEADROUTER_TOPIC_PARTITIONS="6",
                       LEADROUTER_RECONCILE_INTERVAL_S="600", LEADROUTER_RECONCILE_GRACE_S="600")
     api, worker, monitor = free_port(), free_port(), free_port()
     procs = [Service("services.lead_router", {**env, "LEADROUTER_ROUTER_PORT": str(api),
@@ -112,7 +99,8 @@ async def pipeline_state(db_url: str) -> str:
     return f"outbox rows {outbox[0]} ({outbox[1]} sent), handled {dict(handled)}, dead letters {parked}"
 
 
-async def test_broker_restarted_empty(services: tuple[Broker, list[Service]], fresh_db: str) -> None:
+async def test_broker_restarted_empty(services: tuple[RestartableBroker, list[Service]],
+                                      fresh_db: str) -> None:
     broker, (api, worker, monitor) = services
     with httpx.Client(base_url=api.url, timeout=10) as client:
         for i in range(5):

@@ -18,31 +18,20 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from shared.broker import free_port, start_broker, stop_process
 from shared.config import Settings
 from shared.kafka import LogWatch, ensure_topics, make_producer
 from shared.outbox import OutboxRelay
 from tests.faults.test_relay_marks import stage, unsent
-
-
-class Restartable:
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.proc = start_broker(self.port)
-        self.bootstrap = f"127.0.0.1:{self.port}"
-
-    def restart(self) -> None:
-        stop_process(self.proc)
-        self.proc = start_broker(self.port)
+from tests.fixtures.processes import RestartableBroker
 
 
 @pytest.fixture
-def broker() -> Iterator[Restartable]:
-    running = Restartable()
+def broker() -> Iterator[RestartableBroker]:
+    running = RestartableBroker()
     try:
         yield running
     finally:
-        stop_process(running.proc)
+        running.stop()
 
 
 async def publish(settings: Settings, count: int) -> set[tuple[str, int]]:
@@ -57,7 +46,7 @@ async def publish(settings: Settings, count: int) -> set[tuple[str, int]]:
     return {(ack.topic, ack.partition) for ack in acks}
 
 
-async def test_the_watch_reports_a_lost_log_once_and_then_sees_the_new_one(broker: Restartable) -> None:
+async def test_the_watch_reports_a_lost_log_once_and_then_sees_the_new_one(broker: RestartableBroker) -> None:
     settings = Settings(kafka_bootstrap=broker.bootstrap, topic_prefix=f"w{uuid.uuid4().hex[:8]}",
                         topic_partitions=6)
     await ensure_topics(settings)
@@ -68,7 +57,7 @@ async def test_the_watch_reports_a_lost_log_once_and_then_sees_the_new_one(broke
         await watch.close()
 
 
-async def _restart_under(watch: LogWatch, broker: Restartable, settings: Settings) -> None:
+async def _restart_under(watch: LogWatch, broker: RestartableBroker, settings: Settings) -> None:
     marks = await publish(settings, 30)
     assert await watch.lost(marks) == []
 
@@ -91,7 +80,7 @@ async def _restart_under(watch: LogWatch, broker: Restartable, settings: Setting
 
 
 async def test_after_the_topic_came_back_smaller_the_relay_publishes_where_consumers_read(
-        broker: Restartable, sessions: async_sessionmaker[AsyncSession]) -> None:
+        broker: RestartableBroker, sessions: async_sessionmaker[AsyncSession]) -> None:
     """The restarted broker re-created the topic with its own, smaller partition count. The producer's metadata
     still listed the old partitions and the bundled broker took writes to the missing ones: leads keyed there
     reached no consumer, and the watch saw them 'gone' at every look (a replay every two seconds)."""
