@@ -72,6 +72,10 @@ class Settings(BaseSettings):
     # Which background parts a lead_router process runs (all by default; split them to scale).
     run_relay: bool = True
     run_router: bool = True
+    # A lead_router process routes the leads its intake has just stored, right after their commit, instead
+    # of leaving them for the router that consumes their `lead.received` event (which still routes any it
+    # missed). Off: every lead waits for its event.
+    route_on_intake: bool = True
     relay_poll_interval_s: float = Field(default=0.2, gt=0)
     relay_batch_size: int = Field(default=500, ge=1)
     reconcile_interval_s: float = Field(default=30.0, gt=0)
@@ -82,7 +86,8 @@ class Settings(BaseSettings):
     # A consumer tries an event this many times (with backoff) before parking it as a dead letter.
     consumer_max_attempts: int = Field(default=5, ge=1)
 
-    # Partner notifications (services/lead_router/notify): the delivery worker runs where the router runs.
+    # Partner notifications (services/lead_router/notify): the delivery worker runs where leads are routed (the
+    # router worker, and an API process routing on intake), so the process that made an offer sends it at once.
     # Private, loopback and link-local webhook addresses are refused unless allowed (make run: allow them).
     webhook_allow_private: bool = False
     delivery_concurrency: int = Field(default=32, ge=1)

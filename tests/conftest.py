@@ -55,8 +55,10 @@ def db_url(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def settings(db_url: str) -> Settings:
-    """lead_router settings for in-process API tests: no Kafka parts (routing is driven by the test)."""
+    """lead_router settings for in-process API tests: no Kafka parts, no routing on intake (routing is driven
+    by the test; tests/lead_router/routing/test_on_intake.py turns it on)."""
     return Settings(database_url=db_url, admin_token=ADMIN_TOKEN, run_relay=False, run_router=False,
+                    route_on_intake=False,
                     kafka_bootstrap="127.0.0.1:1", topic_prefix="test", performance_refresh_s=0,
                     secret_key=SECRET_KEY)
 

@@ -28,6 +28,7 @@ from services.lead_router.notify.endpoints import router as notify_router
 from services.lead_router.notify.repository import DeliveryRepository
 from services.lead_router.notify.worker import DeliveryWorker
 from services.lead_router.partner.endpoints import router as partners_router
+from services.lead_router.routing.eager import IntakeRouter
 from services.lead_router.routing.endpoints import router as routing_router
 from services.lead_router.routing.handlers import reconcile_forever, router_batch, router_handlers
 from services.lead_router.source.endpoints import router as sources_router
@@ -97,15 +98,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.engine = engine
         app.state.sessions = session_factory(engine)
         app.state.tasks = TaskGroup()
-        app.state.ingest_writer = IngestWriter(app.state.sessions, settings)
+        app.state.intake_router = IntakeRouter(app.state.sessions, settings) if settings.route_on_intake else None
+        app.state.ingest_writer = IngestWriter(
+            app.state.sessions, settings,
+            committed=app.state.intake_router.submit if app.state.intake_router else None)
         app.state.sources = SourceCache(app.state.sessions, settings)
         app.state.tasks.start("ingest-writer", app.state.ingest_writer.run())
+        if app.state.intake_router is not None:
+            app.state.tasks.start("intake-router", app.state.intake_router.run())
         app.state.producer = app.state.relay = app.state.consumer = None
         if settings.run_relay or settings.run_router:
             app.state.tasks.start("kafka-start", _run_kafka_parts(app, settings))
         app.state.delivery_worker = DeliveryWorker(app.state.sessions, settings, attempts_counter=webhook_attempts)
         if settings.run_router:
             app.state.tasks.start("reconciler", reconcile_forever(app.state.sessions, settings))
+        if settings.run_router or settings.route_on_intake:  # where offers are made, partners are told at once
             app.state.tasks.start("webhook-delivery", app.state.delivery_worker.run())
         app.state.lag = GroupLag(settings, router_group(settings), settings.leads_topic)
         try:

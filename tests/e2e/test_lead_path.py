@@ -120,7 +120,8 @@ async def test_lead_survives_broker_outage_and_restart(router_factory: Any) -> N
     broker (the bundled one keeps nothing) and a restarted service: the waiting lead is reconciled."""
     prefix, port = unique_prefix(), free_port()
     address = f"127.0.0.1:{port}"
-    first = router_factory(address, prefix, LEADROUTER_RUN_ROUTER="false").start(wait_ready=False)
+    first = router_factory(address, prefix, LEADROUTER_RUN_ROUTER="false",
+                           LEADROUTER_ROUTE_ON_INTAKE="false").start(wait_ready=False)
     with httpx.Client(base_url=first.url, timeout=10) as http:
         setup_partners(http)
         payload, headers = signed(lead_body())
@@ -129,7 +130,7 @@ async def test_lead_survives_broker_outage_and_restart(router_factory: Any) -> N
         lead_id = created.json()["lead_id"]
         assert http.get("/readyz").status_code == 503
         with broker(port):
-            # The relay publishes what waited in the outbox; nobody routes (router off in this instance).
+            # The relay publishes what waited in the outbox; nobody routes (router and routing on intake off).
             events = await read_events(address, f"{prefix}.leads",
                                        until=lambda evs: "lead.received" in types_for(evs, lead_id))
             assert types_for(events, lead_id) == ["lead.received"]

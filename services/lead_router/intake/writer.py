@@ -12,12 +12,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.lead_router.intake.schemas import IntakeAccepted, IntakeItem, LeadIn
 from services.lead_router.intake.service import Entry, Patch, WebhookTaken, apply_patch, ingest, ingest_many
+from services.lead_router.lead.states import RECEIVED
 from shared.config import Settings
 from shared.observability import stage
 
@@ -38,10 +40,11 @@ class Unit:
 
 class IngestWriter:
     def __init__(self, sessions: async_sessionmaker[AsyncSession], settings: Settings, *,
-                 max_batch: int = 200) -> None:
+                 max_batch: int = 200, committed: Callable[[list[str]], None] | None = None) -> None:
         self.sessions = sessions
         self.settings = settings
         self.max_batch = max_batch
+        self.committed = committed  # told the ids of the leads left waiting (`received`) by each commit
         self.queue: asyncio.Queue[Unit] = asyncio.Queue()
 
     async def submit(self, source: str, entries: list[Entry], webhook_ids: list[str | None]) -> list[IntakeItem]:
@@ -76,6 +79,12 @@ class IngestWriter:
             COMMIT_STAGE.observe(now - unit.submitted)
             if not unit.future.done():
                 unit.future.set_result(result)
+        self._tell([item for result in results for item in result])
+
+    def _tell(self, items: list[IntakeItem]) -> None:
+        waiting = [i.lead_id for i in items if i.status == RECEIVED and i.lead_id is not None]
+        if waiting and self.committed is not None:
+            self.committed(waiting)
 
     async def _store(self, session: AsyncSession, batch: list[Unit]) -> list[list[IntakeItem]]:
         """New leads of every request with one multi-row insert; then changes to known leads, in order."""
@@ -119,6 +128,7 @@ class IngestWriter:
             return
         if not unit.future.done():
             unit.future.set_result(result)
+        self._tell(result)
 
     async def _one(self, session: AsyncSession, source: str, entry: Entry, webhook_id: str | None) -> IntakeItem:
         if isinstance(entry, Patch):

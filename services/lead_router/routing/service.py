@@ -99,16 +99,25 @@ async def route_lead(session: AsyncSession, lead_id: str, *, settings: Settings)
     return decisions[0] if decisions else None
 
 
-async def route_leads(session: AsyncSession, lead_ids: Sequence[str], *, settings: Settings) -> list[Decision]:
+async def route_leads(session: AsyncSession, lead_ids: Sequence[str], *, settings: Settings,
+                      look_first: bool = True) -> list[Decision]:
     """Route the waiting leads among `lead_ids`, in order, in the caller's transaction.
 
     Routing is serialized (an advisory lock on PostgreSQL; SQLite's write lock), so capacity counts and
     strategy state are consistent across router instances. Partners, counts, rules and state are read once
-    per batch and carried from one decision to the next, so a batch costs a handful of statements."""
+    per batch and carried from one decision to the next, so a batch costs a handful of statements.
+    `look_first`: first check, without the lock, that some lead is still waiting (a caller that has just
+    stored them as waiting skips that read)."""
     began = time.monotonic()
+    wanted = list(dict.fromkeys(lead_ids))
+    # Most leads are routed by the process that stored them (routing/eager.py) before their event arrives
+    # here: a batch with no lead waiting costs one read and never queues for the routing lock. A lead read
+    # as not waiting cannot start waiting again without a later event (rejected, recalled, re-scored).
+    if look_first and not await session.scalar(select(Lead.lead_id).where(Lead.lead_id.in_(wanted),
+                                                                         Lead.status.in_(ROUTABLE)).limit(1)):
+        return []
     repo = RoutingRepository(session)
     await repo.lock_routing()
-    wanted = list(dict.fromkeys(lead_ids))
     rows = (await session.scalars(select(Lead).where(Lead.lead_id.in_(wanted), Lead.status.in_(ROUTABLE))
                                   .order_by(Lead.lead_id).with_for_update())).all()
     by_id = {lead.lead_id: lead for lead in rows}

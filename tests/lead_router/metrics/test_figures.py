@@ -31,6 +31,7 @@ _ids = itertools.count(1)
 def settings(db_url: str) -> Settings:
     """The vendor's fiscal year starts in February (quarters Feb-Apr, May-Jul, Aug-Oct, Nov-Jan), in UTC."""
     return Settings(database_url=db_url, admin_token=ADMIN_TOKEN, run_relay=False, run_router=False,
+                    route_on_intake=False,
                     kafka_bootstrap="127.0.0.1:1", topic_prefix="test", fiscal_year_start_month=2,
                     vendor_timezone="UTC", performance_refresh_s=0)
 

@@ -17,6 +17,7 @@ from tests.fixtures.receiver import receiving
 def settings(db_url: str) -> Settings:
     """The receiver is on 127.0.0.1, so private addresses are allowed here; backoff is milliseconds."""
     return Settings(database_url=db_url, admin_token=ADMIN_TOKEN, run_relay=False, run_router=False,
+                    route_on_intake=False,
                     kafka_bootstrap="127.0.0.1:1", topic_prefix="test", performance_refresh_s=0,
                     webhook_allow_private=True, delivery_backoff_base_s=0.01, delivery_backoff_max_s=0.05,
                     delivery_connect_timeout_s=2, delivery_timeout_s=2)
