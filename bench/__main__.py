@@ -43,6 +43,8 @@ LATENCY_RATES = [float(r) for r in os.environ.get("BENCH_LATENCY_RATES", "200,10
 BURST = int(os.environ.get("BENCH_BURST", "50000"))
 WORKERS = int(os.environ.get("BENCH_WORKERS", "1"))
 PROFILE = os.environ.get("BENCH_PROFILE") == "1"  # py-spy each process during the first latency phase
+# BENCH_ROUTE_ON_INTAKE=0: every lead waits for its lead.received event to be routed (the path before it)
+ROUTE_ON_INTAKE = os.environ.get("BENCH_ROUTE_ON_INTAKE", "1") != "0"
 
 
 async def run_load(url: str, count: int, concurrency: int, rate: float) -> dict[str, Any]:
@@ -179,7 +181,9 @@ async def bench() -> dict[str, Any]:
             prefix = f"bench{uuid.uuid4().hex[:6]}"
             port = free_port()
             env = service_env(db_url, bootstrap, prefix, LEADROUTER_ROUTER_PORT=str(port),
-                              LEADROUTER_LOG_LEVEL="warning", LEADROUTER_TOPIC_PARTITIONS="6")
+                              LEADROUTER_LOG_LEVEL="warning", LEADROUTER_TOPIC_PARTITIONS="6",
+                              LEADROUTER_ROUTE_ON_INTAKE=str(ROUTE_ON_INTAKE).lower())
+            results["route_on_intake"] = ROUTE_ON_INTAKE
             router = Service("services.lead_router", {**env, "LEADROUTER_RUN_ROUTER": "false"}, port,
                              tmp / "router.log").start()
             workers = []
