@@ -44,6 +44,7 @@ BURST = int(os.environ.get("BENCH_BURST", "50000"))
 WORKERS = int(os.environ.get("BENCH_WORKERS", "1"))
 PROFILE = os.environ.get("BENCH_PROFILE") == "1"  # py-spy each process during the first latency phase
 # BENCH_ROUTE_ON_INTAKE=0: every lead waits for its lead.received event to be routed (the path before it)
+IDLE_SECONDS = 5
 ROUTE_ON_INTAKE = os.environ.get("BENCH_ROUTE_ON_INTAKE", "1") != "0"
 
 
@@ -207,6 +208,10 @@ async def bench() -> dict[str, Any]:
                         body = partner_body(name=f"Partner {i}", capacity={"max_open_leads": None})
                         (await http.put(f"/v1/partners/p{i:02d}", json=body, headers=ADMIN)).raise_for_status()
                 await run_load(router.url, 200, 8, 0)  # warm-up: connections, caches, the consumer group
+                idle = CpuMeter(groups)  # what the pipeline burns with nothing to do, in cores
+                idle.start()
+                await asyncio.sleep(IDLE_SECONDS)
+                results["idle_cpu_cores"] = {k: round(v / 1000, 3) for k, v in idle.stop(IDLE_SECONDS).items()}
                 cpu = CpuMeter(groups)
                 cpu.start()
                 throughput = await run_load(router.url, THROUGHPUT_LEADS, CONCURRENCY, 0)
@@ -220,10 +225,14 @@ async def bench() -> dict[str, Any]:
                         results["monitor_caught_up_after_ingest_s"] = caught_up
                     stages_before = await stage_sums(processes)
                     spies = await profile(processes, LATENCY_SECONDS) if PROFILE and n == 0 else []
+                    phase_cpu = CpuMeter(groups)
+                    phase_cpu.start()
                     phase = await run_load(router.url, int(target * LATENCY_SECONDS), CONCURRENCY * 4, target)
                     for spy in spies:
                         await spy.wait()
                     await watcher.wait_for(list(phase["sent"]), 120)
+                    await asyncio.sleep(1)  # the monitor's share
+                    phase_cpu_ms = phase_cpu.stop(len(phase["sent"]))
                     stages_after = await stage_sums(processes)
                     ms = [1000 * (watcher.seen[i] - t) for i, t in phase["sent"].items() if i in watcher.seen]
                     results[f"at_{target:g}_per_s"] = {
@@ -232,6 +241,7 @@ async def bench() -> dict[str, Any]:
                         "webhook_to_routed_p99_ms": round(pct(ms, 0.99), 2) if ms else None,
                         "http_p99_ms": round(phase["http_p99_ms"], 2), "errors": phase["errors"],
                         "routed_seen": f"{len(ms)}/{len(phase['sent'])}",
+                        "cpu_ms_per_lead": phase_cpu_ms,
                         "stage_mean_ms (leadrouter_stage_seconds)": stage_means(stages_before, stages_after)}
                 # The older figure: latency at half the closed-loop ingest rate, at most the target.
                 rate = min(TARGET_RATE, 0.5 * throughput["rate"])
