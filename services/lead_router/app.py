@@ -98,12 +98,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.engine = engine
         app.state.sessions = session_factory(engine)
         app.state.tasks = TaskGroup()
-        app.state.ingest_writer = IngestWriter(app.state.sessions, settings)
-        app.state.intake_router = None
-        if settings.route_on_intake:
-            app.state.intake_router = IntakeRouter(app.state.sessions, settings,
-                                                   intake_idle=app.state.ingest_writer.idle)
-            app.state.ingest_writer.committed = app.state.intake_router.submit
+        app.state.intake_router = IntakeRouter(app.state.sessions, settings) if settings.route_on_intake else None
+        app.state.ingest_writer = IngestWriter(
+            app.state.sessions, settings,
+            committed=app.state.intake_router.submit if app.state.intake_router else None)
         app.state.sources = SourceCache(app.state.sessions, settings)
         app.state.tasks.start("ingest-writer", app.state.ingest_writer.run())
         if app.state.intake_router is not None:

@@ -37,7 +37,8 @@ DOWN_S = 12.0  # longer than the consumers' session timeout (6 s in service_env)
 def services(fresh_db: str, tmp_path: Path) -> Iterator[tuple[RestartableBroker, list[Service]]]:
     broker = RestartableBroker(tmp_path / "broker.log")
     env = service_env(fresh_db, broker.bootstrap, unique_prefix(), LEADROUTER_TOPIC_PARTITIONS="6",
-                      LEADROUTER_RECONCILE_INTERVAL_S="600", LEADROUTER_RECONCILE_GRACE_S="600")
+                      LEADROUTER_RECONCILE_INTERVAL_S="600", LEADROUTER_RECONCILE_GRACE_S="600",
+                      LEADROUTER_ROUTE_ON_INTAKE="false")  # every lead through the event path
     api, worker, monitor = free_port(), free_port(), free_port()
     procs = [Service("services.lead_router", {**env, "LEADROUTER_ROUTER_PORT": str(api),
                                               "LEADROUTER_RUN_ROUTER": "false"}, api, tmp_path / "api.log"),

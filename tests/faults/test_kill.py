@@ -30,9 +30,10 @@ LEADS = 500
 
 
 class Run:
-    def __init__(self, db_url: str, bootstrap: str, tmp_path: Path) -> None:
+    def __init__(self, db_url: str, bootstrap: str, tmp_path: Path, *, route_on_intake: bool = True) -> None:
         ports = {name: free_port() for name in ("api", "worker", "worker2", "monitor")}
-        env = service_env(db_url, bootstrap, unique_prefix(), LEADROUTER_MONITOR_PORT=str(ports["monitor"]))
+        env = service_env(db_url, bootstrap, unique_prefix(), LEADROUTER_MONITOR_PORT=str(ports["monitor"]),
+                          LEADROUTER_ROUTE_ON_INTAKE=str(route_on_intake).lower())
         self.api = Service("services.lead_router", {**env, "LEADROUTER_ROUTER_PORT": str(ports["api"]),
                                                     "LEADROUTER_RUN_ROUTER": "false"}, ports["api"],
                            tmp_path / "api.log")
@@ -45,8 +46,12 @@ class Run:
 
 
 @pytest.fixture
-def run(fresh_db: str, bootstrap: str, tmp_path: Path) -> Iterator[Run]:
-    running = Run(fresh_db, bootstrap, tmp_path)
+def run(fresh_db: str, bootstrap: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Run]:
+    # A killed worker matters when it routes: the API routes nothing on intake then, every lead goes the event
+    # path. A killed API is killed with routing on intake, as it runs by default: leads it stored but had not
+    # routed yet are routed from their events.
+    victim = getattr(request.node, "callspec", None) and request.node.callspec.params.get("victim")
+    running = Run(fresh_db, bootstrap, tmp_path, route_on_intake=victim not in ("worker", "one_of_two_workers"))
     try:
         yield running
     finally:

@@ -58,8 +58,10 @@ async def test_killed_worker_delivers_everything_once(fresh_db: str, bootstrap: 
                                                       receiver: tuple[str, list[str]]) -> None:
     url, seen = receiver
     api_port, worker_port = free_port(), free_port()
+    # The worker routes and sends every notification (no routing on intake, so no delivery worker in the API).
     env = service_env(fresh_db, bootstrap, unique_prefix(), LEADROUTER_WEBHOOK_ALLOW_PRIVATE="true",
-                      LEADROUTER_DELIVERY_LEASE_S="3", LEADROUTER_DELIVERY_PER_PARTNER="2")
+                      LEADROUTER_DELIVERY_LEASE_S="3", LEADROUTER_DELIVERY_PER_PARTNER="2",
+                      LEADROUTER_ROUTE_ON_INTAKE="false")
     api = Service("services.lead_router", {**env, "LEADROUTER_ROUTER_PORT": str(api_port),
                                            "LEADROUTER_RUN_ROUTER": "false"}, api_port, tmp_path / "api.log")
     worker = Service("services.lead_router", {**env, "LEADROUTER_ROUTER_PORT": str(worker_port)}, worker_port,

@@ -46,10 +46,6 @@ class IngestWriter:
         self.max_batch = max_batch
         self.committed = committed  # told the ids of the leads left waiting (`received`) by each commit
         self.queue: asyncio.Queue[Unit] = asyncio.Queue()
-        # Set while nothing waits to be written: work that can wait (routing on intake) goes then, so under
-        # load webhooks are answered first and that work is done in bigger batches.
-        self.idle = asyncio.Event()
-        self.idle.set()
 
     async def submit(self, source: str, entries: list[Entry], webhook_ids: list[str | None]) -> list[IntakeItem]:
         future: asyncio.Future[list[IntakeItem]] = asyncio.get_running_loop().create_future()
@@ -60,14 +56,11 @@ class IngestWriter:
     async def run(self) -> None:
         while True:
             batch = [await self.queue.get()]
-            self.idle.clear()
             size = len(batch[0].entries)
             while size < self.max_batch and not self.queue.empty():
                 batch.append(self.queue.get_nowait())
                 size += len(batch[-1].entries)
             await self._write(batch)
-            if self.queue.empty():
-                self.idle.set()
 
     async def _write(self, batch: list[Unit]) -> None:
         try:

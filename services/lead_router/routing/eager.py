@@ -26,12 +26,11 @@ log = logging.getLogger(__name__)
 
 class IntakeRouter:
     def __init__(self, sessions: async_sessionmaker[AsyncSession], settings: Settings, *,
-                 max_batch: int = 200, max_pending: int = 5_000, intake_idle: asyncio.Event | None = None) -> None:
+                 max_batch: int = 200, max_pending: int = 5_000) -> None:
         self.sessions = sessions
         self.settings = settings
         self.max_batch = max_batch
         self.max_pending = max_pending
-        self.intake_idle = intake_idle  # set while intake has nothing queued: route then (or at a full batch)
         self.pending: list[str] = []
         self.wake = asyncio.Event()
         self.routed = 0
@@ -51,20 +50,8 @@ class IntakeRouter:
             await self.wake.wait()
             self.wake.clear()
             while self.pending:
-                await self._intake_idle_or_full_batch()
                 batch, self.pending = self.pending[:self.max_batch], self.pending[self.max_batch:]
                 await self._route(batch)
-
-    async def _intake_idle_or_full_batch(self) -> None:
-        idle = self.intake_idle
-        while idle is not None and not idle.is_set() and len(self.pending) < self.max_batch:
-            self.wake.clear()  # set again by the next submit
-            waits = [asyncio.ensure_future(idle.wait()), asyncio.ensure_future(self.wake.wait())]
-            try:
-                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for waiting in waits:
-                    waiting.cancel()
 
     async def _route(self, lead_ids: list[str]) -> None:
         try:

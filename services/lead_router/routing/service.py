@@ -111,7 +111,8 @@ async def route_leads(session: AsyncSession, lead_ids: Sequence[str], *, setting
     began = time.monotonic()
     wanted = list(dict.fromkeys(lead_ids))
     # Most leads are routed by the process that stored them (routing/eager.py) before their event arrives
-    # here: a batch with no lead waiting costs one read and never queues for the routing lock. A lead read
+    # here: a batch with no lead waiting costs one read and, on PostgreSQL, never queues for the routing lock
+    # (on SQLite every transaction holds the database's write lock anyway). A lead read
     # as not waiting cannot start waiting again without a later event (rejected, recalled, re-scored).
     if look_first and not await session.scalar(select(Lead.lead_id).where(Lead.lead_id.in_(wanted),
                                                                          Lead.status.in_(ROUTABLE)).limit(1)):

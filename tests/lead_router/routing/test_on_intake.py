@@ -148,23 +148,3 @@ async def test_an_offered_lead_event_does_not_wait_for_the_routing_lock(pg_url: 
             await session.execute(text("DELETE FROM leads WHERE external_id = 'lock-skip'"))
         await engine.dispose()
 
-
-async def test_webhooks_go_first_routing_waits_for_an_idle_intake(client: httpx.AsyncClient, admin: Headers,
-                                                                  app: FastAPI) -> None:
-    """While intake has webhooks queued, routing on intake waits (unless a full batch is waiting), so under load
-    webhooks are answered first and routing takes bigger batches."""
-    await make_partner(client, admin, "bluepeak")
-    app.state.intake_router.max_pending = 0
-    ids = [(await post_lead(client, external_id=f"w-{i}", email=f"w{i}@example.com")).json()["lead_id"]
-           for i in range(3)]
-    intake_idle = asyncio.Event()  # intake busy
-    router = IntakeRouter(app.state.sessions, app.state.settings, max_batch=3, intake_idle=intake_idle)
-    task = asyncio.create_task(router.run())
-    try:
-        router.submit(ids[:2])
-        await asyncio.sleep(0.3)
-        assert router.routed == 0 and router.pending == ids[:2]  # waiting for intake to be idle
-        router.submit(ids[2:])  # a full batch goes at once
-        assert set((await settled(client, admin, ids)).values()) == {"offered"} and router.routed == 3
-    finally:
-        task.cancel()
