@@ -43,8 +43,8 @@ LATENCY_RATES = [float(r) for r in os.environ.get("BENCH_LATENCY_RATES", "200,10
 BURST = int(os.environ.get("BENCH_BURST", "50000"))
 WORKERS = int(os.environ.get("BENCH_WORKERS", "1"))
 PROFILE = os.environ.get("BENCH_PROFILE") == "1"  # py-spy each process during the first latency phase
+IDLE_SECONDS = 5  # the idle pipeline's CPU is measured over this long, before any load
 # BENCH_ROUTE_ON_INTAKE=0: every lead waits for its lead.received event to be routed (the path before it)
-IDLE_SECONDS = 5
 ROUTE_ON_INTAKE = os.environ.get("BENCH_ROUTE_ON_INTAKE", "1") != "0"
 
 
