@@ -50,7 +50,7 @@ def run(fresh_db: str, bootstrap: str, tmp_path: Path, request: pytest.FixtureRe
     # A killed worker matters when it routes: the API routes nothing on intake then, every lead goes the event
     # path. A killed API is killed with routing on intake, as it runs by default: leads it stored but had not
     # routed yet are routed from their events.
-    victim = getattr(request.node, "callspec", None) and request.node.callspec.params.get("victim")
+    victim = request.node.callspec.params["victim"]
     running = Run(fresh_db, bootstrap, tmp_path, route_on_intake=victim not in ("worker", "one_of_two_workers"))
     try:
         yield running

@@ -19,7 +19,6 @@ from services.lead_router.routing.service import route_leads
 from shared.config import Settings
 from shared.db import create_engine, session_factory
 from shared.models import Lead, LeadOffer, OutboxMessage
-from tests.conftest import ADMIN_TOKEN, SECRET_KEY
 from tests.fixtures.builders import make_partner, post_lead, route_waiting, rows
 from tests.fixtures.receiver import receiving
 
@@ -27,10 +26,9 @@ Headers = dict[str, str]
 
 
 @pytest.fixture
-def settings(db_url: str) -> Settings:
-    return Settings(database_url=db_url, admin_token=ADMIN_TOKEN, run_relay=False, run_router=False,
-                    route_on_intake=True, kafka_bootstrap="127.0.0.1:1", topic_prefix="test",
-                    performance_refresh_s=0, secret_key=SECRET_KEY, webhook_allow_private=True)
+def settings(settings: Settings) -> Settings:
+    """The in-process API's settings (tests/conftest.py) with routing on intake, and a local partner webhook."""
+    return settings.model_copy(update={"route_on_intake": True, "webhook_allow_private": True})
 
 
 async def settled(client: httpx.AsyncClient, admin: Headers, lead_ids: list[str],
