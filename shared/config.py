@@ -61,6 +61,11 @@ class Settings(BaseSettings):
     # it every 10 ms (~0.2 of a core for the broker while idle). Apache Kafka answers as soon as records
     # arrive: use 500 there (docker-compose.yml does).
     kafka_fetch_max_wait_ms: int = Field(default=10, ge=1)
+    # The same for the consumers off the path from webhook to offer (the SLA monitor's, the recall consumer,
+    # the ops page's alert feed, and the router's while the API routes on intake): a longer wait polls the
+    # broker less while idle and hands them bigger batches (one transaction each) under load. Never shorter
+    # than `kafka_fetch_max_wait_ms`.
+    kafka_background_fetch_max_wait_ms: int = Field(default=100, ge=1)
     # A consumer that stops heartbeating is out of its group after this long; the bundled broker also
     # waits half of it for members to join a rebalance, so it is how long a first assignment takes there.
     kafka_session_timeout_ms: int = Field(default=10_000, ge=1_000, le=300_000)
@@ -159,6 +164,10 @@ class Settings(BaseSettings):
     @property
     def monitor_base_url(self) -> str:
         return (self.monitor_url or f"http://127.0.0.1:{self.monitor_port}").rstrip("/")
+
+    @property
+    def background_fetch_wait_ms(self) -> int:
+        return max(self.kafka_fetch_max_wait_ms, self.kafka_background_fetch_max_wait_ms)
 
     @property
     def bootstrap(self) -> str:

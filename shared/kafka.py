@@ -103,14 +103,15 @@ def make_producer(settings: Settings) -> AIOKafkaProducer:
     )
 
 
-def make_consumer(settings: Settings, *topics: str, group_id: str) -> AIOKafkaConsumer:
+def make_consumer(settings: Settings, *topics: str, group_id: str, background: bool = False) -> AIOKafkaConsumer:
+    """`background`: off the path from webhook to offer, so it waits longer for records (see `Settings`)."""
     return AIOKafkaConsumer(
         *topics,
         bootstrap_servers=settings.bootstrap,
         group_id=group_id,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
-        fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
+        fetch_max_wait_ms=settings.background_fetch_wait_ms if background else settings.kafka_fetch_max_wait_ms,
         session_timeout_ms=settings.kafka_session_timeout_ms,
         heartbeat_interval_ms=min(1_000, settings.kafka_session_timeout_ms // 3),
         metadata_max_age_ms=METADATA_MAX_AGE_MS,
@@ -178,8 +179,9 @@ _CLAIM = {True: _claim(postgresql.insert), False: _claim(sqlite.insert)}  # buil
 class ConsumerLoop:
     def __init__(self, settings: Settings, sessions: async_sessionmaker[AsyncSession], *, name: str,
                  topics: list[str], group_id: str, handlers: dict[str, Handler],
-                 batch: BatchHandler | None = None) -> None:
+                 batch: BatchHandler | None = None, background: bool = False) -> None:
         self.settings = settings
+        self.background = background  # off the path from webhook to offer: waits longer for records
         self.sessions = sessions
         self.name = name
         self.topics = topics
@@ -195,7 +197,7 @@ class ConsumerLoop:
     async def run(self) -> None:
         backoff = 0.5
         while True:
-            consumer = make_consumer(self.settings, group_id=self.group_id)
+            consumer = make_consumer(self.settings, group_id=self.group_id, background=self.background)
             try:
                 await asyncio.wait_for(consumer.start(), 30)
                 consumer.subscribe(self.topics, listener=_Rebalance(self))

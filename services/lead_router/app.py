@@ -59,14 +59,18 @@ async def _run_kafka_parts(app: FastAPI, settings: Settings) -> None:
         # from webhook to offer, and a relay in their event loop made every one of their queries wait.
         await start_relay(app.state, settings, group, "outbox-relay", lead_first=False)
     if settings.run_router:
+        # While the APIs route new leads on intake, this consumer routes only what they left, rejections and
+        # recalls: it waits for records as long as the consumers off the path to an offer do.
         loop = ConsumerLoop(settings, app.state.sessions, name="router", topics=[settings.leads_topic],
                             group_id=router_group(settings),
-                            handlers=router_handlers(settings), batch=router_batch(settings))
+                            handlers=router_handlers(settings), batch=router_batch(settings),
+                            background=settings.route_on_intake)
         app.state.consumer = loop
         group.start("router-consumer", loop.run())
         recalls = ConsumerLoop(settings, app.state.sessions, name="recall", topics=[settings.sla_topic],
                                group_id=f"{settings.topic_prefix}.{ROUTER_GROUP}-recall",
-                               handlers={**sla_handlers(settings), "sla.clock_ended": handle_clock_ended})
+                               handlers={**sla_handlers(settings), "sla.clock_ended": handle_clock_ended},
+                               background=True)
         group.start("recall-consumer", recalls.run())
 
 

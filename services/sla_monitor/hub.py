@@ -137,7 +137,7 @@ async def feed_from_topic(settings: Settings, hub: Hub) -> None:
     while True:
         consumer = AIOKafkaConsumer(settings.sla_topic, bootstrap_servers=settings.bootstrap, group_id=None,
                                     auto_offset_reset="latest", enable_auto_commit=False,
-                                    fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms)
+                                    fetch_max_wait_ms=settings.background_fetch_wait_ms)
         try:
             await asyncio.wait_for(consumer.start(), 30)
             backoff = 0.5
