@@ -27,6 +27,11 @@ class CommitSignal:
         sync = session.sync_session if isinstance(session, AsyncSession) else session
         sync.info[self.key] = True
 
+    def unmark(self, session: AsyncSession | Session) -> None:
+        """Take the mark back: the caller guarantees a marked transaction will follow this one's commit."""
+        sync = session.sync_session if isinstance(session, AsyncSession) else session
+        sync.info.pop(self.key, None)
+
     def set(self) -> None:
         """Wake the waiting task now (work committed elsewhere, e.g. a PostgreSQL notification)."""
         if self.event is not None:

@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -22,6 +23,7 @@ from services.lead_router.intake.service import Entry, Patch, WebhookTaken, appl
 from services.lead_router.lead.states import RECEIVED
 from shared.config import Settings
 from shared.observability import stage
+from shared.wakeup import OUTBOX_COMMITTED
 
 log = logging.getLogger(__name__)
 COMMIT_STAGE = stage("commit")
@@ -38,13 +40,23 @@ class Unit:
     submitted: float = 0.0
 
 
+class Followup(Protocol):
+    """What runs right after intake's commit on the leads it left waiting (routing on intake)."""
+
+    def room(self) -> int:
+        """How many ids `submit` takes now."""
+
+    def submit(self, lead_ids: Sequence[str]) -> None:
+        """Handle these committed leads soon, in a transaction that wakes the outbox relay when it commits."""
+
+
 class IngestWriter:
     def __init__(self, sessions: async_sessionmaker[AsyncSession], settings: Settings, *,
-                 max_batch: int = 200, committed: Callable[[list[str]], None] | None = None) -> None:
+                 max_batch: int = 200, followup: Followup | None = None) -> None:
         self.sessions = sessions
         self.settings = settings
         self.max_batch = max_batch
-        self.committed = committed  # told the ids of the leads left waiting (`received`) by each commit
+        self.followup = followup  # told the ids of the leads left waiting (`received`) by each commit
         self.queue: asyncio.Queue[Unit] = asyncio.Queue()
 
     async def submit(self, source: str, entries: list[Entry], webhook_ids: list[str | None]) -> list[IntakeItem]:
@@ -66,6 +78,7 @@ class IngestWriter:
         try:
             async with self.sessions() as session, session.begin():
                 results = await self._store(session, batch)
+                self._defer_wake(session, [item for result in results for item in result])
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -81,10 +94,18 @@ class IngestWriter:
                 unit.future.set_result(result)
         self._tell([item for result in results for item in result])
 
+    def _defer_wake(self, session: AsyncSession, items: list[IntakeItem]) -> None:
+        """When the follow-up takes every lead this commit leaves waiting, its transaction (a moment later)
+        wakes the outbox relay for this commit's events too: one relay round publishes a lead's
+        `lead.received` and `lead.routed`, not one round each. Were that transaction lost, the relay's poll
+        (`LEADROUTER_RELAY_POLL_INTERVAL_S`) still publishes them."""
+        if self.followup is not None and 0 < len(_waiting(items)) <= self.followup.room():
+            OUTBOX_COMMITTED.unmark(session)
+
     def _tell(self, items: list[IntakeItem]) -> None:
-        waiting = [i.lead_id for i in items if i.status == RECEIVED and i.lead_id is not None]
-        if waiting and self.committed is not None:
-            self.committed(waiting)
+        waiting = _waiting(items)
+        if waiting and self.followup is not None:
+            self.followup.submit(waiting)
 
     async def _store(self, session: AsyncSession, batch: list[Unit]) -> list[list[IntakeItem]]:
         """New leads of every request with one multi-row insert; then changes to known leads, in order."""
@@ -135,6 +156,10 @@ class IngestWriter:
             return await self._patch(session, source, entry)
         return _item(entry, await ingest(session, source=source, body=entry, webhook_id=webhook_id,
                                          settings=self.settings))
+
+
+def _waiting(items: list[IntakeItem]) -> list[str]:
+    return [i.lead_id for i in items if i.status == RECEIVED and i.lead_id is not None]
 
 
 def _item(entry: LeadIn, accepted: IntakeAccepted) -> IntakeItem:

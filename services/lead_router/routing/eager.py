@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.lead_router.routing.service import route_leads
 from shared.config import Settings
+from shared.wakeup import OUTBOX_COMMITTED
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,9 @@ class IntakeRouter:
         self.wake = asyncio.Event()
         self.routed = 0
         self.left = 0  # ids handed to the event path because too many were waiting
+
+    def room(self) -> int:
+        return max(self.max_pending - len(self.pending), 0)
 
     def submit(self, lead_ids: Sequence[str]) -> None:
         """Route these committed leads soon (never blocks; beyond `max_pending` the event path routes them)."""
@@ -57,10 +61,21 @@ class IntakeRouter:
         try:
             async with self.sessions() as session, session.begin():
                 decisions = await route_leads(session, lead_ids, settings=self.settings, look_first=False)
+                # Intake left the relay's wake-up to this commit (see IngestWriter): give it even with no event.
+                OUTBOX_COMMITTED.mark(session)
         except asyncio.CancelledError:
             raise
         except Exception:  # the lead.received events route them
             log.warning("routing %d lead(s) after intake failed; their lead.received events will route them",
                         len(lead_ids), exc_info=True)
+            await self._wake_relay()
             return
         self.routed += len(decisions)
+
+    async def _wake_relay(self) -> None:
+        """Wake the relay for intake's events with an empty transaction (else its poll publishes them)."""
+        try:
+            async with self.sessions() as session, session.begin():
+                OUTBOX_COMMITTED.mark(session)
+        except Exception:  # noqa: BLE001 - the database is away: the relay's poll finds them later
+            log.warning("waking the outbox relay failed; its poll publishes the events", exc_info=True)

@@ -6,19 +6,25 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
+import asyncpg
 import httpx
 import pytest
 from aiohttp import web
 from fastapi import FastAPI
 from sqlalchemy import text
 
+from services.lead_router.routing import eager
 from services.lead_router.routing.eager import IntakeRouter
 from services.lead_router.routing.repository import ROUTING_LOCK_KEY
 from services.lead_router.routing.service import route_leads
 from shared.config import Settings
 from shared.db import create_engine, session_factory
 from shared.models import Lead, LeadOffer, OutboxMessage
+from shared.outbox import NOTIFY_CHANNEL
+from shared.wakeup import OUTBOX_COMMITTED
 from tests.fixtures.builders import make_partner, post_lead, route_waiting, rows
 from tests.fixtures.receiver import receiving
 
@@ -146,3 +152,72 @@ async def test_an_offered_lead_event_does_not_wait_for_the_routing_lock(pg_url: 
             await session.execute(text("DELETE FROM leads WHERE external_id = 'lock-skip'"))
         await engine.dispose()
 
+
+
+@asynccontextmanager
+async def relay_wakes(db_url: str) -> AsyncIterator[list[str]]:
+    """What would wake a leading relay in another process: the PostgreSQL notifications heard meanwhile
+    (SQLite has none: its relays poll, and are woken by their own process's commits)."""
+    heard: list[str] = []
+    if not db_url.startswith("postgresql"):
+        yield heard
+        return
+    conn = await asyncpg.connect(db_url.replace("+asyncpg", ""))
+    await conn.add_listener(NOTIFY_CHANNEL, lambda *args: heard.append(args[1]))
+    try:
+        yield heard
+        await asyncio.sleep(0.3)  # notifications of the last commits arrive
+    finally:
+        await conn.close()
+
+
+async def test_intake_leaves_the_relay_wake_to_the_routing_commit(client: httpx.AsyncClient, admin: Headers,
+                                                                   app: FastAPI, db_url: str) -> None:
+    """A lead's `lead.received` and `lead.routed` are published by one relay round: the intake commit that
+    the routing commit follows at once does not wake the relay by itself (it used to: a round, a NOTIFY,
+    a produce request more per lead)."""
+    await make_partner(client, admin, "bluepeak")
+    async with relay_wakes(db_url) as heard:
+        lead_id = (await post_lead(client)).json()["lead_id"]
+        assert await settled(client, admin, [lead_id]) == {lead_id: "offered"}
+        await asyncio.sleep(0.3)
+    if db_url.startswith("postgresql"):
+        assert len(heard) == 1  # the routing commit's, not the intake commit's as well
+    sent = [m.type for m in await rows(app, OutboxMessage, OutboxMessage.key == lead_id, order_by=OutboxMessage.id)]
+    assert sent == ["leadrouter.lead.received", "leadrouter.lead.routed"]
+
+
+async def test_a_failed_routing_still_wakes_the_relay_for_intake_events(client: httpx.AsyncClient, admin: Headers,
+                                                                        app: FastAPI, db_url: str,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Intake left the wake to the routing transaction; when that fails, the relay is woken all the same
+    (the lead's `lead.received` goes out at once and routes it), not at its next poll."""
+    await make_partner(client, admin, "bluepeak")
+
+    async def broken(*args: object, **kwargs: object) -> list[object]:
+        raise RuntimeError("routing failed")
+
+    monkeypatch.setattr(eager, "route_leads", broken)
+    OUTBOX_COMMITTED.event = asyncio.Event()  # as a relay of this process waits on it
+    try:
+        async with relay_wakes(db_url) as heard:
+            lead_id = (await post_lead(client)).json()["lead_id"]
+            await asyncio.wait_for(OUTBOX_COMMITTED.event.wait(), 5)
+        if db_url.startswith("postgresql"):
+            assert len(heard) == 1
+        assert app.state.intake_router.routed == 0
+        assert (await client.get(f"/v1/leads/{lead_id}", headers=admin)).json()["status"] == "received"
+    finally:
+        OUTBOX_COMMITTED.event = None
+
+
+async def test_a_lead_the_router_has_no_room_for_wakes_the_relay_at_intake(client: httpx.AsyncClient,
+                                                                          admin: Headers, app: FastAPI,
+                                                                          db_url: str) -> None:
+    await make_partner(client, admin, "bluepeak")
+    app.state.intake_router.max_pending = 0  # no routing follows: the intake commit must wake the relay
+    async with relay_wakes(db_url) as heard:
+        await post_lead(client)
+        await asyncio.sleep(0.1)
+    if db_url.startswith("postgresql"):
+        assert len(heard) == 1
