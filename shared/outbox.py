@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from aiokafka.partitioner import DefaultPartitioner
 from sqlalchemy import delete, func, make_url, select, text, update
 from sqlalchemy import event as sa_event
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -184,30 +185,12 @@ class OutboxRelay:
     async def _publish(self, rows: list[Any], marking: AsyncSession | None = None) -> int:
         """Send `rows` and wait for every acknowledgement, then mark them sent (in `marking`, the caller's
         transaction, else in one of their own); on failure count the attempt and raise, leaving them all
-        unsent (what did get through is sent again: a duplicate, which consumers skip by its id).
-
-        A key's (a lead's) events go out in waves: its second event is sent only once its first is
-        acknowledged, and so on. Without an idempotent producer, a failed send followed by a successful
-        one would put a lead's later event on the log before its earlier one; this way an event is never
-        on the log unless every earlier event of its key is, in order."""
+        unsent (what did get through is sent again: a duplicate, which consumers skip by its id)."""
         if not rows:
             return 0
         ids = [r.id for r in rows]
-        headers = [("content-type", b"application/cloudevents+json")]
-        waves: list[list[Any]] = []
-        depth: dict[tuple[str, str], int] = {}
-        for row in rows:
-            n = depth.get((row.topic, row.key), 0)
-            depth[(row.topic, row.key)] = n + 1
-            if n == len(waves):
-                waves.append([])
-            waves[n].append(row)
-        acks: list[Any] = []
         try:
-            for wave in waves:
-                futures = [await self.producer.send(r.topic, r.payload, key=r.key.encode(), headers=headers)
-                           for r in wave]
-                acks += await asyncio.gather(*futures)
+            acks = await self._send(rows)
         except Exception as exc:
             async with self.sessions() as session, session.begin():
                 await session.execute(update(OutboxMessage).where(OutboxMessage.id.in_(ids)).values(
@@ -224,15 +207,59 @@ class OutboxRelay:
         self.published += len(rows)
         for row in rows:
             RELAY_STAGE.observe(max(0.0, (now - row.created_at).total_seconds()))
-        backwards = [f"{a.topic}[{a.partition}] acknowledged offset {a.offset} after "
-                     f"{self.marks[(a.topic, a.partition)]}"
-                     for a in acks if a.offset <= self.marks.get((a.topic, a.partition), -1)]
+        backwards = [f"{topic}[{partition}] acknowledged offset {first} after {self.marks[(topic, partition)]}"
+                     for topic, partition, first, _ in acks if first <= self.marks.get((topic, partition), -1)]
         if backwards and self.watch is not None:  # the log restarted under us between two checks
             await self._replay(backwards)
-        for ack in acks:
-            key = (ack.topic, ack.partition)
-            self.marks[key] = max(ack.offset, self.marks.get(key, -1))
+        for topic, partition, _, last in acks:
+            self.marks[(topic, partition)] = max(last, self.marks.get((topic, partition), -1))
         return len(rows)
+
+    async def _send(self, rows: list[Any]) -> list[tuple[str, int, int, int]]:
+        """Publish `rows` (in id order) keyed by lead id; per record batch its (topic, partition, first offset,
+        last offset), once the broker has acknowledged every one.
+
+        A partition's rows go in record batches, which the broker appends whole or not at all, and its
+        next batch is sent only once the one before is acknowledged; every partition's first batch goes in
+        one request, then every second one, and so on (one request a round, as a round rarely fills a
+        batch). So an event is never on the log unless every earlier event of its key (a lead) is, before
+        it, even without an idempotent producer, and even when a send fails and the round is sent again."""
+        partitions = {topic: sorted(await self.producer.partitions_for(topic)) for topic in {r.topic for r in rows}}
+        chains: dict[tuple[str, int], list[_Batch]] = {}  # per partition, its batches in order
+        for row in rows:
+            key = row.key.encode()
+            chain = chains.setdefault((row.topic, _PARTITIONER(key, *[partitions[row.topic]] * 2)), [])
+            if not chain or not chain[-1].add(key, row.payload):
+                chain.append(_Batch(self.producer.create_batch()))
+                chain[-1].add(key, row.payload)  # a batch takes its first record whatever its size
+        acks: list[tuple[str, int, int, int]] = []
+        for step in range(max(len(chain) for chain in chains.values())):
+            sent = [(tp, chain[step].records, await self.producer.send_batch(chain[step].builder, tp[0],
+                                                                             partition=tp[1]))
+                    for tp, chain in chains.items() if step < len(chain)]
+            results = await asyncio.gather(*(future for _, _, future in sent), return_exceptions=True)
+            for (tp, records, _), result in zip(sent, results, strict=True):
+                if isinstance(result, BaseException):
+                    raise result
+                acks.append((tp[0], tp[1], result.offset, result.offset + records - 1))
+        return acks
+
+
+class _Batch:
+    """A record batch being filled for one partition."""
+
+    HEADERS = [("content-type", b"application/cloudevents+json")]
+
+    def __init__(self, builder: Any) -> None:
+        self.builder = builder
+        self.records = 0
+
+    def add(self, key: bytes, value: bytes) -> bool:
+        """Append a record; False when the batch is full."""
+        if self.builder.append(timestamp=None, key=key, value=value, headers=self.HEADERS) is None:
+            return False
+        self.records += 1
+        return True
 
 
 def relay_lock_path(settings: Settings) -> Path | None:
@@ -269,6 +296,7 @@ class _FileLock:
 
 
 RELAY_STAGE = stage("relay")
+_PARTITIONER = DefaultPartitioner()  # the producer's own: murmur2 of the key over all partitions
 NOTIFY_CHANNEL = "leadrouter_outbox"  # notified at commit by transactions that added events
 
 
