@@ -8,7 +8,6 @@ import uuid
 from typing import Any
 
 import pytest
-
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
