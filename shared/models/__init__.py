@@ -4,11 +4,11 @@ from shared.models.base import Base, UTCDateTime, utcnow
 from shared.models.lead import Lead, LeadEvent, LeadOffer, WebhookReceipt
 from shared.models.outbox import DeadLetter, OutboxMessage, ProcessedEvent
 from shared.models.partner import Partner, PartnerApiKey
-from shared.models.routing import PartnerLoad, RoutingState, RuleSet
+from shared.models.routing import PartnerLoad, RoutingInputsVersion, RoutingState, RuleSet
 
 __all__ = ["Base", "UTCDateTime", "utcnow", "Lead", "LeadEvent", "LeadOffer", "WebhookReceipt",
-           "OutboxMessage", "ProcessedEvent", "DeadLetter", "Partner", "PartnerApiKey", "PartnerLoad", "RoutingState",
-           "RuleSet"]
+           "OutboxMessage", "ProcessedEvent", "DeadLetter", "Partner", "PartnerApiKey", "PartnerLoad",
+           "RoutingInputsVersion", "RoutingState", "RuleSet"]
 from shared.models.sla import SlaAlert, SlaClock, SlaPartner, SlaPolicy  # noqa: E402
 
 __all__ += ["SlaAlert", "SlaClock", "SlaPartner", "SlaPolicy"]

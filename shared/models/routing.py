@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Integer, String
+from sqlalchemy import JSON, BigInteger, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from shared.models.base import Base, UTCDateTime, utcnow
@@ -38,3 +38,15 @@ class PartnerLoad(Base):
 
     partner_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     open_leads: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class RoutingInputsVersion(Base):
+    """One row whose `version` changes, by triggers on `partners` and `rule_sets` (migration 2f6b9d4e8a17), in
+    every transaction that changes a partner or stores a rule set, so a router can reuse the partners and rule
+    set it read while the version it sees is the same. No row (a table emptied by hand): nothing is reused
+    until the next change writes one, starting from a random version."""
+
+    __tablename__ = "routing_inputs_version"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    version: Mapped[int] = mapped_column(BigInteger)

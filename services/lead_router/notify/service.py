@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import secrets
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -40,12 +41,24 @@ def lead_data(lead: Lead, name: str, at: datetime) -> dict[str, Any]:
 DELIVERY_STAGED = CommitSignal("deliveries")
 
 
-def _stage(session: AsyncSession, settings: Settings, partner: Partner | None, *, partner_id: str, lead: Lead,
+@dataclass(frozen=True)
+class Webhook:
+    """What staging a notification needs to know of a partner's webhook."""
+
+    url: bool  # it has one
+    enabled: bool  # not switched off (it answered 410 Gone)
+
+
+def webhook_of(partner: Partner) -> Webhook:
+    return Webhook(url=bool(partner.webhook_url), enabled=partner.webhook_enabled is not False)
+
+
+def _stage(session: AsyncSession, settings: Settings, webhook: Webhook | None, *, partner_id: str, lead: Lead,
            name: str, at: datetime) -> WebhookDelivery | None:
-    if partner is not None and not partner.webhook_url:
+    if webhook is not None and not webhook.url:
         return None
     # A partner whose webhook is off still gets its log entry, `disabled`, which the admin can retry later.
-    enabled = partner is None or partner.webhook_enabled is not False
+    enabled = webhook is None or webhook.enabled
     delivery_id = str(uuid.uuid4())
     event = new_event(name, source=ROUTER_SOURCE, subject=lead.lead_id, data=lead_data(lead, name, at), at=at,
                       event_id=delivery_id)
@@ -61,16 +74,14 @@ def _stage(session: AsyncSession, settings: Settings, partner: Partner | None, *
     return delivery
 
 
-def stage_offer(session: AsyncSession, *, settings: Settings, partner_id: str, lead: Lead,
+def stage_offer(session: AsyncSession, *, settings: Settings, partner_id: str, webhook: Webhook | None, lead: Lead,
                 at: datetime) -> WebhookDelivery | None:
     """Stage `leadrouter.lead.offered` in the routing transaction, if the partner has a webhook.
 
-    Routing has every partner loaded (`route_leads`), so the partner is read from the session's identity map
-    without a query (this runs in the synchronous `_apply`). Were it not there, the delivery is staged anyway
-    and the worker looks at the partner when it sends (no URL: `disabled`, nothing sent)."""
-    partner = session.identity_map.get(session.identity_key(Partner, partner_id))
-    return _stage(session, settings, partner if isinstance(partner, Partner) else None, partner_id=partner_id,
-                  lead=lead, name=OFFERED, at=at)
+    Routing knows every partner's `webhook` (`route_leads`), so no query is needed (this runs in the
+    synchronous `_apply`). Not known (None): the delivery is staged anyway and the worker looks at the
+    partner when it sends (no URL: `disabled`, nothing sent)."""
+    return _stage(session, settings, webhook, partner_id=partner_id, lead=lead, name=OFFERED, at=at)
 
 
 async def stage_recall(session: AsyncSession, *, settings: Settings, partner_id: str, lead: Lead,
@@ -79,7 +90,7 @@ async def stage_recall(session: AsyncSession, *, settings: Settings, partner_id:
     partner = await session.get(Partner, partner_id)
     if partner is None:
         return None
-    return _stage(session, settings, partner, partner_id=partner_id, lead=lead, name=RECALLED, at=at)
+    return _stage(session, settings, webhook_of(partner), partner_id=partner_id, lead=lead, name=RECALLED, at=at)
 
 
 def new_secret() -> str:

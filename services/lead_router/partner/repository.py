@@ -19,6 +19,9 @@ class PartnerRepository:
             query = query.where(Partner.partner_id > after)
         return list((await self.session.scalars(query)).all())
 
+    async def all(self) -> list[Partner]:
+        return list((await self.session.scalars(select(Partner).order_by(Partner.partner_id))).all())
+
     async def all_with_open_leads(self) -> list[tuple[Partner, int]]:
         """Every partner with its open leads, in one statement (the count triggers keep, not a count)."""
         rows = await self.session.execute(

@@ -2,12 +2,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import func, select, text
+from sqlalchemy import JSON, Integer, bindparam, func, literal, null, select, union_all
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db import is_postgres
-from shared.models import LeadOffer, RoutingState, RuleSet, utcnow
+from shared.models import LeadOffer, PartnerLoad, RoutingInputsVersion, RoutingState, RuleSet, utcnow
 
 ROUTING_LOCK_KEY = 746_215_002
 
@@ -22,13 +22,30 @@ class RoutingRepository:
     async def next_version(self) -> int:
         return int(await self.session.scalar(select(func.coalesce(func.max(RuleSet.version), 0))) or 0) + 1
 
-    async def lock_routing(self) -> None:
-        """Serialize routing decisions across instances (SQLite's write lock already does)."""
+    async def lock_routing(self) -> int | None:
+        """Serialize routing decisions across instances (SQLite's write lock already does); returns the version
+        of routing's inputs (`RoutingInputsVersion`), None when there is no row. On PostgreSQL it is read by the
+        statement that takes the lock, so from a snapshot taken before the lock was granted: partners and rule
+        sets are not written under this lock, and reading them afterwards sees the same or a newer state."""
         if is_postgres(self.session):
-            await self.session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": ROUTING_LOCK_KEY})
+            _locked, version = (await self.session.execute(_LOCK_AND_VERSION, {"k": ROUTING_LOCK_KEY})).one()
+            return version  # type: ignore[no-any-return]
+        return await self.session.scalar(_VERSION)
 
     async def states(self) -> dict[str, dict[str, Any]]:
         return {row.rule: dict(row.state) for row in (await self.session.scalars(select(RoutingState))).all()}
+
+    async def states_and_loads(self) -> tuple[dict[str, dict[str, Any]], dict[str, int]]:
+        """Every rule's strategy state and every partner's open leads, in one statement (both change with
+        each decision, so they are read under the lock, never reused)."""
+        states: dict[str, dict[str, Any]] = {}
+        loads: dict[str, int] = {}
+        for kind, key, state, open_leads in (await self.session.execute(_STATES_AND_LOADS)).all():
+            if kind == "state":
+                states[key] = dict(state or {})
+            else:
+                loads[key] = int(open_leads)
+        return states, loads
 
     async def save_state(self, rule: str, state: dict[str, Any]) -> None:
         stmt = _UPSERT_STATE[is_postgres(self.session)]
@@ -49,6 +66,12 @@ def _upsert_state(insert: Any) -> Any:
     return stmt.on_conflict_do_update(index_elements=["rule"], set_={"state": stmt.excluded.state,
                                                                     "updated_at": stmt.excluded.updated_at})
 
+
+_VERSION = select(RoutingInputsVersion.version).where(RoutingInputsVersion.id == 1)
+_LOCK_AND_VERSION = select(func.pg_advisory_xact_lock(bindparam("k")).label("locked"), _VERSION.scalar_subquery())
+_STATES_AND_LOADS = union_all(
+    select(literal("state"), RoutingState.rule, RoutingState.state, null().cast(Integer)),
+    select(literal("load"), PartnerLoad.partner_id, null().cast(JSON), PartnerLoad.open_leads))
 
 # Built once (statement construction costs more than the round trip); keyed by "is PostgreSQL".
 _UPSERT_STATE = {True: _upsert_state(postgresql.insert), False: _upsert_state(sqlite.insert)}

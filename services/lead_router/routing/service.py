@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -44,15 +45,47 @@ def partner_facts(partner: Partner, open_leads: int, cards: Scorecards | None = 
     return PartnerFacts(partner_id=partner.partner_id, tier=partner.tier, active=partner.active,
                         territories=territories, products=tuple(partner.products),
                         industries=tuple(partner.industries), max_open_leads=partner.max_open_leads,
-                        open_leads=open_leads, performance=_performance(partner, cards))
+                        open_leads=open_leads, performance=_performance(partner.partner_id, partner.tier, cards))
 
 
-def _performance(partner: Partner, cards: Scorecards | None) -> Performance | None:
+def _performance(partner_id: str, tier: str, cards: Scorecards | None) -> Performance | None:
     if cards is None:
         return None
-    record = cards.records.get(partner.partner_id)
+    record = cards.records.get(partner_id)
     tallies = {part: (t.successes, t.trials) for part, t in record.tallies.items()} if record else {}
-    return Performance(tallies=tallies, priors=cards.priors.get(partner.tier, {}), k=cards.k)
+    return Performance(tallies=tallies, priors=cards.priors.get(tier, {}), k=cards.k)
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What routing reads that changes rarely: the active rule set and the partners (their open leads at 0,
+    no record: both are set per batch), with the calendars that travel on `lead.routed`."""
+
+    version: int | None
+    rule_set: RuleSetRead
+    partners: tuple[PartnerFacts, ...]
+    calendars: dict[str, dict[str, Any]]
+    webhooks: dict[str, notify.Webhook]
+
+
+# Per database engine, the inputs last read and the version they were read at.
+_INPUTS: weakref.WeakKeyDictionary[Any, Inputs] = weakref.WeakKeyDictionary()
+
+
+async def routing_inputs(session: AsyncSession, version: int | None) -> Inputs:
+    """The rule set and partners: those read before while `version` (`RoutingRepository.lock_routing`) is the
+    one they were read at, else read now (after the version, so never older than it says)."""
+    engine = session.sync_session.get_bind()
+    cached = _INPUTS.get(engine)
+    if version is not None and cached is not None and cached.version == version:
+        return cached
+    partners = await PartnerRepository(session).all()
+    inputs = Inputs(version, await active_rule_set(session), tuple(partner_facts(p, 0) for p in partners),
+                    {p.partner_id: partner_calendar(p) for p in partners},
+                    {p.partner_id: notify.webhook_of(p) for p in partners})
+    if version is not None:
+        _INPUTS[engine] = inputs
+    return inputs
 
 
 async def _scorecards(session: AsyncSession, settings: Settings, rule_set: RuleSetBody) -> Scorecards | None:
@@ -118,29 +151,29 @@ async def route_leads(session: AsyncSession, lead_ids: Sequence[str], *, setting
                                                                          Lead.status.in_(ROUTABLE)).limit(1)):
         return []
     repo = RoutingRepository(session)
-    await repo.lock_routing()
+    version = await repo.lock_routing()
     rows = (await session.scalars(select(Lead).where(Lead.lead_id.in_(wanted), Lead.status.in_(ROUTABLE))
                                   .order_by(Lead.lead_id).with_for_update())).all()
     by_id = {lead.lead_id: lead for lead in rows}
     leads = [by_id[i] for i in wanted if i in by_id]
     if not leads:
         return []
-    rule_set = await active_rule_set(session)
-    state = await repo.states()
-    partners = await PartnerRepository(session).all_with_open_leads()
+    inputs = await routing_inputs(session, version)  # no statement while partners and rules are unchanged
+    rule_set = inputs.rule_set
+    state, loads = await repo.states_and_loads()
     # A lead never offered (most: new ones) has no partner to exclude; only the others cost a read.
     offered_before = [lead.lead_id for lead in leads if lead.routed_at is not None]
     excluded = await repo.excluded_partners(offered_before) if offered_before else {}
     cards = await _scorecards(session, settings, rule_set)
-    calendars = {p.partner_id: partner_calendar(p) for p, _ in partners}
-    candidates = [partner_facts(p, n, cards) for p, n in partners]  # once per batch
+    candidates = [replace(facts, open_leads=loads.get(facts.partner_id, 0),  # once per batch
+                          performance=_performance(facts.partner_id, facts.tier, cards)) for facts in inputs.partners]
     position = {facts.partner_id: i for i, facts in enumerate(candidates)}
     changed: set[str] = set()
     decisions = []
     for lead in leads:
         decision = decide(lead_facts(lead), candidates, rule_set, version=rule_set.version, state=state,
                           excluded=excluded.get(lead.lead_id, set()))
-        _apply(session, settings, lead, decision, calendars)
+        _apply(session, settings, lead, decision, inputs)
         if decision.partner_id is not None:  # its open leads count one more for the next decision
             i = position[decision.partner_id]
             candidates[i] = replace(candidates[i], open_leads=candidates[i].open_leads + 1)
@@ -163,8 +196,7 @@ def partner_calendar(partner: Partner) -> dict[str, Any]:
             "holiday_country": partner.holiday_country}
 
 
-def _apply(session: AsyncSession, settings: Settings, lead: Lead, decision: Decision,
-           calendars: dict[str, dict[str, Any]]) -> None:
+def _apply(session: AsyncSession, settings: Settings, lead: Lead, decision: Decision, inputs: Inputs) -> None:
     now = utcnow()
     lead.updated_at = now
     explanation = decision.explanation()
@@ -180,8 +212,9 @@ def _apply(session: AsyncSession, settings: Settings, lead: Lead, decision: Deci
         session.add(LeadOffer(lead_id=lead.lead_id, partner_id=decision.partner_id, status="offered",
                               offered_at=now))
         timeline.record(session, settings, lead, "lead.routed", data=explanation, at=now,
-                        event_only={"partner_calendar": calendars.get(decision.partner_id)})
-        notify.stage_offer(session, settings=settings, partner_id=decision.partner_id, lead=lead, at=now)
+                        event_only={"partner_calendar": inputs.calendars.get(decision.partner_id)})
+        notify.stage_offer(session, settings=settings, partner_id=decision.partner_id,
+                           webhook=inputs.webhooks.get(decision.partner_id), lead=lead, at=now)
 
 
 async def simulate(session: AsyncSession, leads: Sequence[LeadIn], *, settings: Settings) -> list[dict[str, Any]]:
