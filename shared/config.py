@@ -57,9 +57,9 @@ class Settings(BaseSettings):
     # Apache Kafka supports the idempotent producer; the bundled broker does not.
     kafka_idempotent_producer: bool = False
     # How long a fetch may wait for records. The bundled broker holds a fetch for the whole wait even when
-    # records arrive (measured: 10 / 100 / 500 ms gave a delivery p50 of 4 / 15 / 130 ms), so consumers poll
-    # it every 10 ms (~0.2 of a core for the broker while idle). Apache Kafka answers as soon as records
-    # arrive: use 500 there (docker-compose.yml does).
+    # records arrive (measured: 10 / 100 / 500 ms gave a delivery p50 of 4 / 15 / 130 ms), so the consumers on
+    # the path to an offer poll it every 10 ms (~0.1 of a core for the broker while idle). Apache Kafka
+    # answers as soon as records arrive: use 500 there (docker-compose.yml does).
     kafka_fetch_max_wait_ms: int = Field(default=10, ge=1)
     # The same for the consumers off the path from webhook to offer (the SLA monitor's, the recall consumer,
     # the ops page's alert feed, and the router's while the API routes on intake): a longer wait polls the
