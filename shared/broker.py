@@ -18,10 +18,20 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port nothing listens on now, and never one this process handed out before: the kernel may offer a
+    port again at once, while the process given it the first time is still starting or stopping on it (a
+    test then talks to the wrong service, which answers 404)."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def start_broker(port: int, *, log_path: Path | None = None, timeout_s: float = 20.0) -> subprocess.Popen[bytes]:
