@@ -219,11 +219,13 @@ class OutboxRelay:
         """Publish `rows` (in id order) keyed by lead id; per record batch its (topic, partition, first offset,
         last offset), once the broker has acknowledged every one.
 
-        A partition's rows go in record batches, which the broker appends whole or not at all, and its
-        next batch is sent only once the one before is acknowledged; every partition's first batch goes in
-        one request, then every second one, and so on (one request a round, as a round rarely fills a
-        batch). So an event is never on the log unless every earlier event of its key (a lead) is, before
-        it, even without an idempotent producer, and even when a send fails and the round is sent again."""
+        A partition's rows go in record batches (16 KiB), which the broker appends whole or not at all, and
+        its next batch is sent only once the one before is acknowledged: every partition's first batch goes out
+        together (one request per broker), then every second one, and so on. At moderate rates a round fits
+        one batch per partition, so it is one request; the waves by a lead's depth this replaced took one per
+        event of a lead in the round. So an event is never on the log unless every earlier event of its key (a
+        lead) is, before it, even without an idempotent producer, and even when a send fails and the round is
+        sent again."""
         partitions = {topic: sorted(await self.producer.partitions_for(topic)) for topic in {r.topic for r in rows}}
         chains: dict[tuple[str, int], list[_Batch]] = {}  # per partition, its batches in order
         for row in rows:
@@ -234,9 +236,15 @@ class OutboxRelay:
                 chain[-1].add(key, row.payload)  # a batch takes its first record whatever its size
         acks: list[tuple[str, int, int, int]] = []
         for step in range(max(len(chain) for chain in chains.values())):
-            sent = [(tp, chain[step].records, await self.producer.send_batch(chain[step].builder, tp[0],
-                                                                             partition=tp[1]))
-                    for tp, chain in chains.items() if step < len(chain)]
+            sent: list[tuple[tuple[str, int], int, Any]] = []
+            try:
+                for tp, chain in chains.items():
+                    if step < len(chain):
+                        future = await self.producer.send_batch(chain[step].builder, tp[0], partition=tp[1])
+                        sent.append((tp, chain[step].records, future))
+            except Exception:  # the batches already handed over are awaited all the same
+                await asyncio.gather(*(future for _, _, future in sent), return_exceptions=True)
+                raise
             results = await asyncio.gather(*(future for _, _, future in sent), return_exceptions=True)
             for (tp, records, _), result in zip(sent, results, strict=True):
                 if isinstance(result, BaseException):

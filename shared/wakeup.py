@@ -28,7 +28,8 @@ class CommitSignal:
         sync.info[self.key] = True
 
     def unmark(self, session: AsyncSession | Session) -> None:
-        """Take the mark back: the caller guarantees a marked transaction will follow this one's commit."""
+        """Take the mark back: the caller has a marked transaction follow this one's commit (were that one
+        lost, to a crash or a shutdown, the waiting task's poll finds the work)."""
         sync = session.sync_session if isinstance(session, AsyncSession) else session
         sync.info.pop(self.key, None)
 

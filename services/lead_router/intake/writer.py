@@ -46,8 +46,9 @@ class Followup(Protocol):
     def room(self) -> int:
         """How many ids `submit` takes now."""
 
-    def submit(self, lead_ids: Sequence[str]) -> None:
-        """Handle these committed leads soon, in a transaction that wakes the outbox relay when it commits."""
+    def submit(self, lead_ids: Sequence[str], *, wake_relay: bool = False) -> None:
+        """Handle these committed leads soon; `wake_relay`: in a transaction that wakes the outbox relay when
+        it commits (their commit did not)."""
 
 
 class IngestWriter:
@@ -78,7 +79,7 @@ class IngestWriter:
         try:
             async with self.sessions() as session, session.begin():
                 results = await self._store(session, batch)
-                self._defer_wake(session, [item for result in results for item in result])
+                deferred = self._defer_wake(session, [item for result in results for item in result])
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -92,20 +93,22 @@ class IngestWriter:
             COMMIT_STAGE.observe(now - unit.submitted)
             if not unit.future.done():
                 unit.future.set_result(result)
-        self._tell([item for result in results for item in result])
+        self._tell([item for result in results for item in result], wake_relay=deferred)
 
-    def _defer_wake(self, session: AsyncSession, items: list[IntakeItem]) -> None:
+    def _defer_wake(self, session: AsyncSession, items: list[IntakeItem]) -> bool:
         """When the follow-up takes every lead this commit leaves waiting, its transaction (a moment later)
         wakes the outbox relay for this commit's events too: one relay round publishes a lead's
         `lead.received` and `lead.routed`, not one round each. Were that transaction lost, the relay's poll
         (`LEADROUTER_RELAY_POLL_INTERVAL_S`) still publishes them."""
         if self.followup is not None and 0 < len(_waiting(items)) <= self.followup.room():
             OUTBOX_COMMITTED.unmark(session)
+            return True
+        return False
 
-    def _tell(self, items: list[IntakeItem]) -> None:
+    def _tell(self, items: list[IntakeItem], *, wake_relay: bool = False) -> None:
         waiting = _waiting(items)
         if waiting and self.followup is not None:
-            self.followup.submit(waiting)
+            self.followup.submit(waiting, wake_relay=wake_relay)
 
     async def _store(self, session: AsyncSession, batch: list[Unit]) -> list[list[IntakeItem]]:
         """New leads of every request with one multi-row insert; then changes to known leads, in order."""

@@ -36,12 +36,15 @@ class IntakeRouter:
         self.wake = asyncio.Event()
         self.routed = 0
         self.left = 0  # ids handed to the event path because too many were waiting
+        self.owe_wake = False  # an intake commit left the outbox relay's wake-up to our next commit
 
     def room(self) -> int:
         return max(self.max_pending - len(self.pending), 0)
 
-    def submit(self, lead_ids: Sequence[str]) -> None:
-        """Route these committed leads soon (never blocks; beyond `max_pending` the event path routes them)."""
+    def submit(self, lead_ids: Sequence[str], *, wake_relay: bool = False) -> None:
+        """Route these committed leads soon (never blocks; beyond `max_pending` the event path routes them).
+        `wake_relay`: their commit left the relay's wake-up to the next routing commit (see IngestWriter)."""
+        self.owe_wake = self.owe_wake or wake_relay
         room = self.max_pending - len(self.pending)
         if room < len(lead_ids):
             self.left += len(lead_ids) - max(room, 0)
@@ -58,17 +61,20 @@ class IntakeRouter:
                 await self._route(batch)
 
     async def _route(self, lead_ids: list[str]) -> None:
+        # One wake-up after those intake commits publishes all their events: the relay takes every unsent row.
+        owed, self.owe_wake = self.owe_wake, False
         try:
             async with self.sessions() as session, session.begin():
                 decisions = await route_leads(session, lead_ids, settings=self.settings, look_first=False)
-                # Intake left the relay's wake-up to this commit (see IngestWriter): give it even with no event.
-                OUTBOX_COMMITTED.mark(session)
+                if owed:  # a decision's events mark the session too; with none, this commit still wakes it
+                    OUTBOX_COMMITTED.mark(session)
         except asyncio.CancelledError:
             raise
         except Exception:  # the lead.received events route them
             log.warning("routing %d lead(s) after intake failed; their lead.received events will route them",
                         len(lead_ids), exc_info=True)
-            await self._wake_relay()
+            if owed:
+                await self._wake_relay()
             return
         self.routed += len(decisions)
 

@@ -2,12 +2,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, Integer, bindparam, func, literal, null, select, union_all
+from sqlalchemy import JSON, Integer, func, literal, null, select, text, union_all
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.lead_router.lead.states import ROUTABLE
 from shared.db import is_postgres
-from shared.models import LeadOffer, PartnerLoad, RoutingInputsVersion, RoutingState, RuleSet, utcnow
+from shared.models import Lead, LeadOffer, PartnerLoad, RoutingInputsVersion, RoutingState, RuleSet, utcnow
 
 ROUTING_LOCK_KEY = 746_215_002
 
@@ -22,15 +23,21 @@ class RoutingRepository:
     async def next_version(self) -> int:
         return int(await self.session.scalar(select(func.coalesce(func.max(RuleSet.version), 0))) or 0) + 1
 
-    async def lock_routing(self) -> int | None:
-        """Serialize routing decisions across instances (SQLite's write lock already does); returns the version
-        of routing's inputs (`RoutingInputsVersion`), None when there is no row. On PostgreSQL it is read by the
-        statement that takes the lock, so from a snapshot taken before the lock was granted: partners and rule
-        sets are not written under this lock, and reading them afterwards sees the same or a newer state."""
+    async def lock_routing(self) -> None:
+        """Serialize routing decisions across instances (SQLite's write lock already does)."""
         if is_postgres(self.session):
-            _locked, version = (await self.session.execute(_LOCK_AND_VERSION, {"k": ROUTING_LOCK_KEY})).one()
-            return version  # type: ignore[no-any-return]
-        return await self.session.scalar(_VERSION)
+            await self.session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": ROUTING_LOCK_KEY})
+
+    async def waiting_leads(self, lead_ids: list[str]) -> tuple[list[Lead], int | None]:
+        """The leads among `lead_ids` still waiting to be routed, locked, in id order; and the version of
+        routing's inputs (`RoutingInputsVersion`; None: no row), read by the same statement. Called under the
+        routing lock: the statement's snapshot is taken after the lock was granted, so the version is as new
+        as any partner or rule set a decision could see (read in the lock's statement, it would come from a
+        snapshot taken before the wait, and a change committed meanwhile would be missed)."""
+        rows = (await self.session.execute(
+            select(Lead, _VERSION.scalar_subquery()).where(Lead.lead_id.in_(lead_ids), Lead.status.in_(ROUTABLE))
+            .order_by(Lead.lead_id).with_for_update(of=Lead))).all()
+        return [lead for lead, _ in rows], (rows[0][1] if rows else None)
 
     async def states(self) -> dict[str, dict[str, Any]]:
         return {row.rule: dict(row.state) for row in (await self.session.scalars(select(RoutingState))).all()}
@@ -68,7 +75,6 @@ def _upsert_state(insert: Any) -> Any:
 
 
 _VERSION = select(RoutingInputsVersion.version).where(RoutingInputsVersion.id == 1)
-_LOCK_AND_VERSION = select(func.pg_advisory_xact_lock(bindparam("k")).label("locked"), _VERSION.scalar_subquery())
 _STATES_AND_LOADS = union_all(
     select(literal("state"), RoutingState.rule, RoutingState.state, null().cast(Integer)),
     select(literal("load"), PartnerLoad.partner_id, null().cast(JSON), PartnerLoad.open_leads))

@@ -73,8 +73,8 @@ _INPUTS: weakref.WeakKeyDictionary[Any, Inputs] = weakref.WeakKeyDictionary()
 
 
 async def routing_inputs(session: AsyncSession, version: int | None) -> Inputs:
-    """The rule set and partners: those read before while `version` (`RoutingRepository.lock_routing`) is the
-    one they were read at, else read now (after the version, so never older than it says)."""
+    """The rule set and partners: those read before while `version` (`RoutingRepository.waiting_leads`) is
+    the one they were read at, else read now (after the version, so never older than it says)."""
     engine = session.sync_session.get_bind()
     cached = _INPUTS.get(engine)
     if version is not None and cached is not None and cached.version == version:
@@ -151,9 +151,8 @@ async def route_leads(session: AsyncSession, lead_ids: Sequence[str], *, setting
                                                                          Lead.status.in_(ROUTABLE)).limit(1)):
         return []
     repo = RoutingRepository(session)
-    version = await repo.lock_routing()
-    rows = (await session.scalars(select(Lead).where(Lead.lead_id.in_(wanted), Lead.status.in_(ROUTABLE))
-                                  .order_by(Lead.lead_id).with_for_update())).all()
+    await repo.lock_routing()
+    rows, version = await repo.waiting_leads(wanted)
     by_id = {lead.lead_id: lead for lead in rows}
     leads = [by_id[i] for i in wanted if i in by_id]
     if not leads:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import httpx
@@ -11,6 +12,7 @@ from fastapi import FastAPI
 from sqlalchemy import event, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from services.lead_router.routing.repository import ROUTING_LOCK_KEY
 from shared.db import create_engine, session_factory
 from shared.models import Lead, Partner, RoutingInputsVersion
 from tests.fixtures.builders import make_partner, post_lead, route_waiting, rows
@@ -102,3 +104,33 @@ async def test_with_no_version_row_routing_reads_everything_each_time(
     assert await offered_to(client, app) == "p1"  # p2's change is seen: nothing was reused
     await make_partner(client, admin, "p3")
     assert await version(elsewhere) is not None  # the next change writes the row again
+
+
+async def test_a_partner_changed_while_routing_waits_for_the_lock_is_seen(
+        client: httpx.AsyncClient, admin: Headers, app: FastAPI, db_url: str,
+        elsewhere: async_sessionmaker[AsyncSession]) -> None:
+    """PostgreSQL: a statement's snapshot is taken when it starts, so a version read by the statement that waits
+    for the routing lock would predate a change committed during the wait (and reuse what that change made
+    stale). It is read after the lock is granted."""
+    if not db_url.startswith("postgresql"):
+        return  # SQLite routes under the database's write lock, taken before anything is read
+    await make_partner(client, admin, "p1")
+    await make_partner(client, admin, "p2")
+    assert await offered_to(client, app) == "p1"  # inputs held for reuse; round robin goes on to p2 next
+    lead_id = (await post_lead(client)).json()["lead_id"]
+    engine = create_engine(db_url)
+    try:
+        async with engine.connect() as holder:
+            await holder.execute(text("BEGIN"))
+            await holder.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": ROUTING_LOCK_KEY})
+            routing = asyncio.create_task(route_waiting(app))
+            await asyncio.sleep(0.3)  # the router now waits for the lock
+            assert not routing.done()
+            async with elsewhere() as session, session.begin():
+                await session.execute(update(Partner).where(Partner.partner_id == "p2").values(active=False))
+            await holder.execute(text("COMMIT"))
+            await asyncio.wait_for(routing, 5)
+    finally:
+        await engine.dispose()
+    (lead,) = await rows(app, Lead, Lead.lead_id == lead_id)
+    assert lead.partner_id == "p1"  # not the partner deactivated while it waited
