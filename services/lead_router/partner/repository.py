@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.models import Partner, PartnerLoad
@@ -21,13 +21,6 @@ class PartnerRepository:
 
     async def all(self) -> list[Partner]:
         return list((await self.session.scalars(select(Partner).order_by(Partner.partner_id))).all())
-
-    async def all_with_open_leads(self) -> list[tuple[Partner, int]]:
-        """Every partner with its open leads, in one statement (the count triggers keep, not a count)."""
-        rows = await self.session.execute(
-            select(Partner, func.coalesce(PartnerLoad.open_leads, 0))
-            .outerjoin(PartnerLoad, PartnerLoad.partner_id == Partner.partner_id).order_by(Partner.partner_id))
-        return [(partner, int(n)) for partner, n in rows.all()]
 
     async def open_leads(self, partner_ids: list[str] | None = None) -> dict[str, int]:
         """Open leads (offered, accepted, working) per partner, as the triggers on `leads` keep them."""

@@ -39,9 +39,6 @@ class RoutingRepository:
             .order_by(Lead.lead_id).with_for_update(of=Lead))).all()
         return [lead for lead, _ in rows], (rows[0][1] if rows else None)
 
-    async def states(self) -> dict[str, dict[str, Any]]:
-        return {row.rule: dict(row.state) for row in (await self.session.scalars(select(RoutingState))).all()}
-
     async def states_and_loads(self) -> tuple[dict[str, dict[str, Any]], dict[str, int]]:
         """Every rule's strategy state and every partner's open leads, in one statement (both change with
         each decision, so they are read under the lock, never reused)."""

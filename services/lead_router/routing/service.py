@@ -122,8 +122,10 @@ async def put_rule_set(session: AsyncSession, body: RuleSetBody, *, attempts: in
     raise Conflict("The rule set was replaced concurrently too often; try again.")
 
 
-async def _candidates(session: AsyncSession, cards: Scorecards | None) -> list[PartnerFacts]:
-    return [partner_facts(p, n, cards) for p, n in await PartnerRepository(session).all_with_open_leads()]
+def _candidates(inputs: Inputs, loads: dict[str, int], cards: Scorecards | None) -> list[PartnerFacts]:
+    """Every partner as a decision sees it: its open leads and, for `performance`, its record."""
+    return [replace(facts, open_leads=loads.get(facts.partner_id, 0),
+                    performance=_performance(facts.partner_id, facts.tier, cards)) for facts in inputs.partners]
 
 
 async def route_lead(session: AsyncSession, lead_id: str, *, settings: Settings) -> Decision | None:
@@ -164,8 +166,7 @@ async def route_leads(session: AsyncSession, lead_ids: Sequence[str], *, setting
     offered_before = [lead.lead_id for lead in leads if lead.routed_at is not None]
     excluded = await repo.excluded_partners(offered_before) if offered_before else {}
     cards = await _scorecards(session, settings, rule_set)
-    candidates = [replace(facts, open_leads=loads.get(facts.partner_id, 0),  # once per batch
-                          performance=_performance(facts.partner_id, facts.tier, cards)) for facts in inputs.partners]
+    candidates = _candidates(inputs, loads, cards)  # once per batch
     position = {facts.partner_id: i for i, facts in enumerate(candidates)}
     changed: set[str] = set()
     decisions = []
@@ -220,9 +221,10 @@ async def simulate(session: AsyncSession, leads: Sequence[LeadIn], *, settings: 
     """Decisions for hypothetical leads against the current partners, rules and state; writes nothing.
 
     Strategy state is carried from one simulated lead to the next, as it would be for real traffic."""
-    rule_set = await active_rule_set(session)
-    partners = await _candidates(session, await _scorecards(session, settings, rule_set))
-    state = await RoutingRepository(session).states()
+    inputs = await routing_inputs(session, None)  # read now: no lock, no version
+    rule_set = inputs.rule_set
+    state, loads = await RoutingRepository(session).states_and_loads()
+    partners = _candidates(inputs, loads, await _scorecards(session, settings, rule_set))
     out = []
     for i, body in enumerate(leads):
         facts = LeadFacts(lead_id=f"simulated-{i}", source="simulation", country=body.company.country,
