@@ -79,7 +79,8 @@ class IngestWriter:
         try:
             async with self.sessions() as session, session.begin():
                 results = await self._store(session, batch)
-                deferred = self._defer_wake(session, [item for result in results for item in result])
+                waiting = _waiting([item for result in results for item in result])
+                deferred = self._defer_wake(session, waiting)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -93,20 +94,20 @@ class IngestWriter:
             COMMIT_STAGE.observe(now - unit.submitted)
             if not unit.future.done():
                 unit.future.set_result(result)
-        self._tell([item for result in results for item in result], wake_relay=deferred)
+        self._tell(waiting, wake_relay=deferred)
 
-    def _defer_wake(self, session: AsyncSession, items: list[IntakeItem]) -> bool:
+    def _defer_wake(self, session: AsyncSession, waiting: list[str]) -> bool:
         """When the follow-up takes every lead this commit leaves waiting, its transaction (a moment later)
         wakes the outbox relay for this commit's events too: one relay round publishes a lead's
         `lead.received` and `lead.routed`, not one round each. Were that transaction lost, the relay's poll
         (`LEADROUTER_RELAY_POLL_INTERVAL_S`) still publishes them."""
-        if self.followup is not None and 0 < len(_waiting(items)) <= self.followup.room():
+        if self.followup is not None and 0 < len(waiting) <= self.followup.room():
             OUTBOX_COMMITTED.unmark(session)
             return True
         return False
 
-    def _tell(self, items: list[IntakeItem], *, wake_relay: bool = False) -> None:
-        waiting = _waiting(items)
+    def _tell(self, waiting: list[str], *, wake_relay: bool = False) -> None:
+        """Hand the leads a commit left waiting (`received`) to the follow-up."""
         if waiting and self.followup is not None:
             self.followup.submit(waiting, wake_relay=wake_relay)
 
@@ -152,7 +153,7 @@ class IngestWriter:
             return
         if not unit.future.done():
             unit.future.set_result(result)
-        self._tell(result)
+        self._tell(_waiting(result))
 
     async def _one(self, session: AsyncSession, source: str, entry: Entry, webhook_id: str | None) -> IntakeItem:
         if isinstance(entry, Patch):

@@ -38,14 +38,15 @@ def lead_facts(lead: Lead) -> LeadFacts:
                      estimated_value=lead.estimated_value, employees=company.get("employees"))
 
 
-def partner_facts(partner: Partner, open_leads: int, cards: Scorecards | None = None) -> PartnerFacts:
+def partner_facts(partner: Partner) -> PartnerFacts:
+    """A partner as routing holds it between changes: its open leads and record are set per batch (`_candidates`)."""
     territories = tuple(Territory(country=t["country"], regions=tuple(t.get("regions") or ()),
                                   postal_prefixes=tuple(t.get("postal_prefixes") or ()))
                         for t in partner.territories)
     return PartnerFacts(partner_id=partner.partner_id, tier=partner.tier, active=partner.active,
                         territories=territories, products=tuple(partner.products),
                         industries=tuple(partner.industries), max_open_leads=partner.max_open_leads,
-                        open_leads=open_leads, performance=_performance(partner.partner_id, partner.tier, cards))
+                        open_leads=0)
 
 
 def _performance(partner_id: str, tier: str, cards: Scorecards | None) -> Performance | None:
@@ -80,7 +81,7 @@ async def routing_inputs(session: AsyncSession, version: int | None) -> Inputs:
     if version is not None and cached is not None and cached.version == version:
         return cached
     partners = await PartnerRepository(session).all()
-    inputs = Inputs(version, await active_rule_set(session), tuple(partner_facts(p, 0) for p in partners),
+    inputs = Inputs(version, await active_rule_set(session), tuple(partner_facts(p) for p in partners),
                     {p.partner_id: partner_calendar(p) for p in partners},
                     {p.partner_id: notify.webhook_of(p) for p in partners})
     if version is not None:
