@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from sqlalchemy import Table, event, insert, text
+from sqlalchemy import String, Table, bindparam, event, insert, text
+from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Session, SessionTransaction
 
@@ -62,18 +64,28 @@ async def ping(engine: AsyncEngine) -> None:
         await conn.execute(text("SELECT 1"))
 
 
+_PG = asyncpg_dialect()
 _STAGED = "db:staged_inserts"  # Session.info: [(savepoint or None, table, row), ...] in the order staged
+_NOTIFY = "db:notify_at_commit"  # Session.info: PostgreSQL channels to notify when the transaction commits
 
 
 def stage_insert(session: AsyncSession | Session, model: type[DeclarativeBase], row: dict[str, Any]) -> None:
     """Insert `row` into `model`'s table when the session's transaction commits, together with every other
-    row staged for that table: one statement per table, no ORM object (outbox events and timeline entries,
-    written by the hundred and never read back in the transaction that writes them). Rows keep the order
-    they were staged in (an outbox row's id is its publishing order); pending ORM objects are flushed
-    first, so a staged row may refer to them. A rollback drops the rows staged in what it rolls back: the
-    transaction, or a savepoint and the savepoints inside it."""
+    row staged in it (outbox events and timeline entries, written by the hundred and never read back in the
+    transaction that writes them): no ORM object, and one statement for every table (PostgreSQL: an INSERT
+    per table in data-modifying CTEs, with the commit's `NOTIFY`s; SQLite: one multi-row INSERT per table).
+    Rows keep the order they were staged in (an outbox row's id is its publishing order); pending ORM
+    objects are flushed first, so a staged row may refer to them. A rollback drops the rows staged in what
+    it rolls back: the transaction, or a savepoint and the savepoints inside it."""
     sync = session.sync_session if isinstance(session, AsyncSession) else session
     sync.info.setdefault(_STAGED, []).append((sync.get_nested_transaction(), model.__table__, row))
+
+
+def notify_at_commit(session: Session, channel: str) -> None:
+    """PostgreSQL: `NOTIFY channel` when this transaction commits (never for a rollback), sent with the staged
+    rows' statement when there are any. Call it from a `before_commit` listener registered with `insert=True`
+    (it must run before the one here that writes the staged rows) or earlier in the transaction."""
+    session.info.setdefault(_NOTIFY, set()).add(channel)
 
 
 @event.listens_for(Session, "before_commit")
@@ -81,14 +93,50 @@ def _insert_staged(session: Session) -> None:
     if session.in_nested_transaction():  # a savepoint's commit: its rows wait for the transaction's
         return
     staged: list[tuple[Any, Table, dict[str, Any]]] | None = session.info.pop(_STAGED, None)
-    if not staged:
+    channels: set[str] | None = session.info.pop(_NOTIFY, None)
+    if not staged and not channels:
         return
-    session.flush()
     tables: dict[Table, list[dict[str, Any]]] = {}
-    for _, table, row in staged:
+    for _, table, row in staged or ():
         tables.setdefault(table, []).append(row)
-    for table, rows in tables.items():
-        session.execute(insert(table), rows)
+    if tables:
+        session.flush()
+    if session.get_bind().dialect.name != "postgresql":  # SQLite: no data-modifying CTEs, no NOTIFY
+        for table, rows in tables.items():
+            session.execute(insert(table), rows)
+        return
+    shape = tuple((table, tuple(rows[0]), len(rows)) for table, rows in tables.items())
+    if any(set(row) != set(columns) for (_, columns, _), rows in zip(shape, tables.values(), strict=True)
+           for row in rows):  # rows of one table that set different columns: a statement per table
+        for table, rows in tables.items():
+            session.execute(insert(table), rows)
+        shape, tables = (), {}
+    params = {f"s{i}_{r}_{column}": row[column] for i, rows in enumerate(tables.values())
+              for r, row in enumerate(rows) for column in row}
+    params.update({f"n{j}": channel for j, channel in enumerate(sorted(channels or ()))})
+    session.execute(_staged_statement(shape, len(channels or ())), params)
+
+
+@functools.lru_cache(maxsize=512)
+def _staged_statement(shape: tuple[tuple[Table, tuple[str, ...], int], ...], notifies: int) -> Any:
+    """PostgreSQL: one statement for the rows of every table (an INSERT per table, each a data-modifying CTE,
+    which PostgreSQL runs to completion whether or not anything refers to it; a multi-row VALUES takes its
+    ids in the order listed) and `notifies` `pg_notify` calls; parameters `s<table>_<row>_<column>` and
+    `n<channel>`. Written as text with typed parameters once per shape (tables, columns, row counts): SQLAlchemy
+    caches no multi-row INSERT and would compile one for every commit."""
+    quote = _PG.identifier_preparer
+    ctes, binds = [], []
+    for i, (table, columns, count) in enumerate(shape):
+        rows = []
+        for r in range(count):
+            names = [f"s{i}_{r}_{column}" for column in columns]
+            binds += [bindparam(name, type_=table.c[column].type) for name, column in zip(names, columns, strict=True)]
+            rows.append("(" + ", ".join(f":{name}" for name in names) + ")")
+        ctes.append(f"staged_{i} AS (INSERT INTO {quote.format_table(table)} "
+                    f"({', '.join(quote.quote(c) for c in columns)}) VALUES {', '.join(rows)})")
+    binds += [bindparam(f"n{j}", type_=String) for j in range(notifies)]
+    selected = ", ".join(f"pg_notify(:n{j}, '')" for j in range(notifies)) or "1"
+    return text((f"WITH {', '.join(ctes)} " if ctes else "") + f"SELECT {selected}").bindparams(*binds)
 
 
 @event.listens_for(Session, "after_soft_rollback")

@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
 from shared.config import Settings
-from shared.db import is_postgres, is_sqlite, stage_insert
+from shared.db import is_postgres, is_sqlite, notify_at_commit, stage_insert
 from shared.events import CloudEvent, encode, new_event
 from shared.kafka import LogWatch, ensure_topics, make_producer
 from shared.models import DeadLetter, OutboxMessage, ProcessedEvent, utcnow
@@ -315,19 +315,19 @@ LEADER_DEFER_S = 3.0
 
 
 _leading = False  # this process's relay publishes the database's events (set by RelayLeadership)
-_NOTIFY = text(f"SELECT pg_notify('{NOTIFY_CHANNEL}', '')")
 
 
-@sa_event.listens_for(Session, "before_commit")
+@sa_event.listens_for(Session, "before_commit", insert=True)  # before the staged rows' statement takes the NOTIFY
 def _tell_the_leader(session: Session) -> None:
     """PostgreSQL: a transaction that added events wakes the leading relay of another process with one
-    `NOTIFY`, delivered when it commits (never for a rollback). The leader's own commits wake it in-process
+    `NOTIFY`, delivered when it commits (never for a rollback), sent with the statement that writes the
+    transaction's staged rows (`shared.db.notify_at_commit`). The leader's own commits wake it in-process
     and notify nothing: notifying commits take a lock that serializes them, so only the other processes'
     commits (intake's group commits, the monitor's) pay for it."""
     if _leading or not session.info.get(OUTBOX_COMMITTED.key):
         return
     if session.get_bind().dialect.name == "postgresql":
-        session.execute(_NOTIFY)
+        notify_at_commit(session, NOTIFY_CHANNEL)
 
 
 class RelayLeadership:
