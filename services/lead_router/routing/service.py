@@ -23,6 +23,7 @@ from services.lead_router.routing.engine import Decision, LeadFacts, PartnerFact
 from services.lead_router.routing.repository import RoutingRepository
 from services.lead_router.routing.schemas import DEFAULT_RULE_SET, RuleSetBody, RuleSetRead
 from shared.config import Settings
+from shared.db import stage_insert
 from shared.errors import Conflict, ValidationFailed
 from shared.models import Lead, LeadOffer, Partner, RuleSet, utcnow
 from shared.observability import stage
@@ -210,8 +211,9 @@ def _apply(session: AsyncSession, settings: Settings, lead: Lead, decision: Deci
     else:
         assert decision.partner_id is not None
         lead.status, lead.partner_id, lead.routed_at = OFFERED, decision.partner_id, now
-        session.add(LeadOffer(lead_id=lead.lead_id, partner_id=decision.partner_id, status="offered",
-                              offered_at=now))
+        # Staged: written with the batch's events in one statement at commit (nothing reads it back before).
+        stage_insert(session, LeadOffer, {"lead_id": lead.lead_id, "partner_id": decision.partner_id,
+                                          "status": "offered", "offered_at": now})
         timeline.record(session, settings, lead, "lead.routed", data=explanation, at=now,
                         event_only={"partner_calendar": inputs.calendars.get(decision.partner_id)})
         notify.stage_offer(session, settings=settings, partner_id=decision.partner_id,
