@@ -112,6 +112,34 @@ async def stage_sums(processes: dict[str, Service]) -> dict[str, tuple[float, fl
     return out
 
 
+async def db_counts(processes: dict[str, Service]) -> dict[str, tuple[float, float]]:
+    """(statements, transactions) each process has sent its database so far (`leadrouter_db_*`)."""
+    out = {}
+    async with httpx.AsyncClient(timeout=10) as http:
+        for name, svc in processes.items():
+            text = (await http.get(f"{svc.url}/metrics")).text
+            statements = sum(float(m) for m in re.findall(r"^leadrouter_db_statements_total (\S+)$", text, re.M))
+            transactions = sum(float(m) for m in re.findall(r"^leadrouter_db_transactions_total{[^}]*} (\S+)$",
+                                                            text, re.M))
+            out[name] = (statements, transactions)
+    return out
+
+
+def per_lead(before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]],
+             leads: int) -> dict[str, Any]:
+    """Per lead, each process's statements and transactions (each transaction adds a BEGIN and a COMMIT round
+    trip), and the round trips of them all."""
+    out: dict[str, Any] = {}
+    trips = 0.0
+    for name, (statements, transactions) in after.items():
+        s0, t0 = before.get(name, (0.0, 0.0))
+        s, t = (statements - s0) / max(leads, 1), (transactions - t0) / max(leads, 1)
+        out[name] = f"{s:.2f} statements, {t:.2f} transactions"
+        trips += s + 2 * t
+    out["round_trips_total"] = round(trips, 2)
+    return out
+
+
 def stage_means(before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]]) -> dict[str, float]:
     """Mean milliseconds per observation of each process/stage between two scrapes."""
     means = {}
@@ -224,6 +252,7 @@ async def bench() -> dict[str, Any]:
                     if n == 0:
                         results["monitor_caught_up_after_ingest_s"] = caught_up
                     stages_before = await stage_sums(processes)
+                    db_before = await db_counts(processes)
                     spies = await profile(processes, LATENCY_SECONDS) if PROFILE and n == 0 else []
                     phase_cpu = CpuMeter(groups)
                     phase_cpu.start()
@@ -234,6 +263,7 @@ async def bench() -> dict[str, Any]:
                     await asyncio.sleep(1)  # the monitor's share
                     phase_cpu_ms = phase_cpu.stop(len(phase["sent"]))
                     stages_after = await stage_sums(processes)
+                    db_after = await db_counts(processes)
                     ms = [1000 * (watcher.seen[i] - t) for i, t in phase["sent"].items() if i in watcher.seen]
                     results[f"at_{target:g}_per_s"] = {
                         "achieved_rate_per_s": round(phase["rate"], 1),
@@ -242,6 +272,7 @@ async def bench() -> dict[str, Any]:
                         "http_p99_ms": round(phase["http_p99_ms"], 2), "errors": phase["errors"],
                         "routed_seen": f"{len(ms)}/{len(phase['sent'])}",
                         "cpu_ms_per_lead": phase_cpu_ms,
+                        "db_per_lead": per_lead(db_before, db_after, len(phase["sent"])),
                         "stage_mean_ms (leadrouter_stage_seconds)": stage_means(stages_before, stages_after)}
                 # The older figure: latency at half the closed-loop ingest rate, at most the target.
                 rate = min(TARGET_RATE, 0.5 * throughput["rate"])

@@ -12,6 +12,8 @@ from typing import Any
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from sqlalchemy import event as sa_event
+from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.config import Settings
@@ -27,6 +29,30 @@ STAGE_SECONDS = Histogram(
     "committed to acknowledged by the broker), consume (an event on the broker to handled and committed by a "
     "consumer), decide (a routing batch, start to end)", ["stage"], registry=None,
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0))
+
+
+# Database round trips, counted in every process: what a lead costs in statements and transactions (the
+# bench divides them by leads; they hardly vary from run to run, unlike times on a shared machine).
+DB_STATEMENTS = Counter("leadrouter_db_statements", "Statements sent to the database (an executemany counts "
+                        "once: one round trip); BEGIN and COMMIT are not statements here", registry=None)
+DB_TRANSACTIONS = Counter("leadrouter_db_transactions", "Database transactions ended, by outcome (each also "
+                          "cost a BEGIN and its COMMIT or ROLLBACK)", ["outcome"], registry=None)
+_COMMITS, _ROLLBACKS = DB_TRANSACTIONS.labels("commit"), DB_TRANSACTIONS.labels("rollback")
+
+
+@sa_event.listens_for(Engine, "before_cursor_execute")
+def _count_statement(*_: Any) -> None:
+    DB_STATEMENTS.inc()
+
+
+@sa_event.listens_for(Engine, "commit")
+def _count_commit(*_: Any) -> None:
+    _COMMITS.inc()
+
+
+@sa_event.listens_for(Engine, "rollback")
+def _count_rollback(*_: Any) -> None:
+    _ROLLBACKS.inc()
 
 
 def stage(name: str) -> Any:
@@ -77,7 +103,9 @@ async def broker_reachable(bootstrap: str, wait_s: float = 1.0) -> bool:
 
 def install_probes(app: FastAPI, registry: CollectorRegistry,
                    refresh: Callable[[], Awaitable[None]] | None = None) -> None:
-    registry.register(STAGE_SECONDS)
+    for collector in (STAGE_SECONDS, DB_STATEMENTS, DB_TRANSACTIONS):
+        registry.register(collector)
+
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> dict[str, str]:
         """The process is alive."""

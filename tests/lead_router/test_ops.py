@@ -46,6 +46,23 @@ async def test_metrics_is_prometheus_text(client: httpx.AsyncClient, admin: dict
     assert counts["commit"] >= 2 and counts["decide"] >= 1
 
 
+def db_counts(text: str) -> tuple[float, float]:
+    statements = re.search(r"^leadrouter_db_statements_total (\S+)$", text, re.M)
+    commits = re.search(r'^leadrouter_db_transactions_total\{outcome="commit"\} (\S+)$', text, re.M)
+    assert statements and commits, text
+    return float(statements.group(1)), float(commits.group(1))
+
+
+async def test_metrics_count_the_database_round_trips(client: httpx.AsyncClient, admin: dict[str, str]) -> None:
+    """Statements and transactions are counted (the bench divides them by leads): a webhook's lead is one
+    intake transaction of at least two statements (the lead; its event and timeline row)."""
+    await make_partner(client, admin, "acme")
+    statements, commits = db_counts((await client.get("/metrics")).text)
+    assert (await post_lead(client)).status_code == 202
+    after_statements, after_commits = db_counts((await client.get("/metrics")).text)
+    assert after_commits - commits >= 1 and after_statements - statements >= 2
+
+
 async def test_docs_and_openapi(client: httpx.AsyncClient) -> None:
     docs = await client.get("/docs")
     assert docs.status_code == 200 and "text/html" in docs.headers["content-type"]
