@@ -5,9 +5,10 @@ from __future__ import annotations
 import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, cast
 
-from sqlalchemy import String, Table, bindparam, event, insert, text
+from sqlalchemy import String, Table, bindparam, event, insert, text, update
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Session, SessionTransaction
@@ -65,8 +66,16 @@ async def ping(engine: AsyncEngine) -> None:
 
 
 _PG = asyncpg_dialect()
-_STAGED = "db:staged_inserts"  # Session.info: [(savepoint or None, table, row), ...] in the order staged
+_STAGED = "db:staged_writes"  # Session.info: [(savepoint or None, table or _Update, row), ...] in the order staged
 _NOTIFY = "db:notify_at_commit"  # Session.info: PostgreSQL channels to notify when the transaction commits
+
+
+@dataclass(frozen=True)
+class _Update:
+    """Staged rows of `table` that update the row whose `key` column they carry."""
+
+    table: Table
+    key: str
 
 
 def stage_insert(session: AsyncSession | Session, model: type[DeclarativeBase], row: dict[str, Any]) -> None:
@@ -77,8 +86,20 @@ def stage_insert(session: AsyncSession | Session, model: type[DeclarativeBase], 
     Rows keep the order they were staged in (an outbox row's id is its publishing order); pending ORM
     objects are flushed first, so a staged row may refer to them. A rollback drops the rows staged in what
     it rolls back: the transaction, or a savepoint and the savepoints inside it."""
+    _stage(session, cast(Table, model.__table__), row)
+
+
+def stage_update(session: AsyncSession | Session, model: type[DeclarativeBase], key: str, row: dict[str, Any]) -> None:
+    """Update `model`'s row whose `key` column is `row[key]` with the rest of `row` when the transaction commits,
+    in the statement that writes the staged inserts (see `stage_insert`). Runs after the ORM's flush, so it
+    wins over a change the ORM makes to the same columns later in the transaction: keep the ORM object's
+    committed state equal to the staged values (`set_committed_value`), and commit soon after."""
+    _stage(session, _Update(cast(Table, model.__table__), key), row)
+
+
+def _stage(session: AsyncSession | Session, target: Table | _Update, row: dict[str, Any]) -> None:
     sync = session.sync_session if isinstance(session, AsyncSession) else session
-    sync.info.setdefault(_STAGED, []).append((sync.get_nested_transaction(), model.__table__, row))
+    sync.info.setdefault(_STAGED, []).append((sync.get_nested_transaction(), target, row))
 
 
 def notify_at_commit(session: Session, channel: str) -> None:
@@ -89,51 +110,80 @@ def notify_at_commit(session: Session, channel: str) -> None:
 
 
 @event.listens_for(Session, "before_commit")
-def _insert_staged(session: Session) -> None:
+def _write_staged(session: Session) -> None:
     if session.in_nested_transaction():  # a savepoint's commit: its rows wait for the transaction's
         return
-    staged: list[tuple[Any, Table, dict[str, Any]]] | None = session.info.pop(_STAGED, None)
+    staged: list[tuple[Any, Table | _Update, dict[str, Any]]] | None = session.info.pop(_STAGED, None)
     channels: set[str] | None = session.info.pop(_NOTIFY, None)
     if not staged and not channels:
         return
-    tables: dict[Table, list[dict[str, Any]]] = {}
-    for _, table, row in staged or ():
-        tables.setdefault(table, []).append(row)
-    if tables:
+    targets: dict[Table | _Update, list[dict[str, Any]]] = {}
+    for _, target, row in staged or ():
+        targets.setdefault(target, []).append(row)
+    if targets:
         session.flush()
-    if session.get_bind().dialect.name != "postgresql":  # SQLite: no data-modifying CTEs, no NOTIFY
-        for table, rows in tables.items():
-            session.execute(insert(table), rows)
-        return
-    shape = tuple((table, tuple(rows[0]), len(rows)) for table, rows in tables.items())
-    if any(set(row) != set(columns) for (_, columns, _), rows in zip(shape, tables.values(), strict=True)
-           for row in rows):  # rows of one table that set different columns: a statement per table
-        for table, rows in tables.items():
-            session.execute(insert(table), rows)
-        shape, tables = (), {}
-    params = {f"s{i}_{r}_{column}": row[column] for i, rows in enumerate(tables.values())
+    if session.get_bind().dialect.name != "postgresql" or not _regular(targets):
+        # SQLite (no data-modifying CTEs, no NOTIFY), or rows one statement cannot carry: a statement per target
+        for target, rows in targets.items():
+            _execute_each(session, target, rows)
+        targets = {}
+        if not channels:
+            return
+    shape = tuple((target, tuple(rows[0]), len(rows)) for target, rows in targets.items())
+    params = {f"s{i}_{r}_{column}": row[column] for i, rows in enumerate(targets.values())
               for r, row in enumerate(rows) for column in row}
     params.update({f"n{j}": channel for j, channel in enumerate(sorted(channels or ()))})
     session.execute(_staged_statement(shape, len(channels or ())), params)
 
 
+def _regular(targets: dict[Table | _Update, list[dict[str, Any]]]) -> bool:
+    """Every target's rows set the same columns, and no row is updated twice (one statement could not say
+    which update comes last)."""
+    for target, rows in targets.items():
+        columns = set(rows[0])
+        if any(set(row) != columns for row in rows):
+            return False
+        if isinstance(target, _Update) and len({row[target.key] for row in rows}) < len(rows):
+            return False
+    return True
+
+
+def _execute_each(session: Session, target: Table | _Update, rows: list[dict[str, Any]]) -> None:
+    if isinstance(target, Table):
+        session.execute(insert(target), rows)
+        return
+    table, key = target.table, target.key
+    columns = [column for column in rows[0] if column != key]
+    stmt = update(table).where(table.c[key] == bindparam("_key")).values(
+        {column: bindparam(f"_v_{column}") for column in columns})
+    for row in rows:  # in the order staged: a row updated twice ends as staged last
+        session.execute(stmt, {"_key": row[key], **{f"_v_{column}": row[column] for column in columns}})
+
+
 @functools.lru_cache(maxsize=512)
-def _staged_statement(shape: tuple[tuple[Table, tuple[str, ...], int], ...], notifies: int) -> Any:
-    """PostgreSQL: one statement for the rows of every table (an INSERT per table, each a data-modifying CTE,
-    which PostgreSQL runs to completion whether or not anything refers to it; a multi-row VALUES takes its
-    ids in the order listed) and `notifies` `pg_notify` calls; parameters `s<table>_<row>_<column>` and
-    `n<channel>`. Written as text with typed parameters once per shape (tables, columns, row counts): SQLAlchemy
-    caches no multi-row INSERT and would compile one for every commit."""
+def _staged_statement(shape: tuple[tuple[Table | _Update, tuple[str, ...], int], ...], notifies: int) -> Any:
+    """PostgreSQL: one statement for the rows of every target (an INSERT per table, or an UPDATE .. FROM
+    VALUES, each a data-modifying CTE, which PostgreSQL runs to completion whether or not anything refers to
+    it; a multi-row VALUES takes its ids in the order listed) and `notifies` `pg_notify` calls; parameters
+    `s<target>_<row>_<column>` and `n<channel>`. Written as text with typed parameters once per shape
+    (targets, columns, row counts): SQLAlchemy caches no multi-row INSERT and would compile one a commit."""
     quote = _PG.identifier_preparer
     ctes, binds = [], []
-    for i, (table, columns, count) in enumerate(shape):
+    for i, (target, columns, count) in enumerate(shape):
+        table = target.table if isinstance(target, _Update) else target
         rows = []
         for r in range(count):
             names = [f"s{i}_{r}_{column}" for column in columns]
             binds += [bindparam(name, type_=table.c[column].type) for name, column in zip(names, columns, strict=True)]
             rows.append("(" + ", ".join(f":{name}" for name in names) + ")")
-        ctes.append(f"staged_{i} AS (INSERT INTO {quote.format_table(table)} "
-                    f"({', '.join(quote.quote(c) for c in columns)}) VALUES {', '.join(rows)})")
+        name, listed = quote.format_table(table), ", ".join(quote.quote(c) for c in columns)
+        if isinstance(target, _Update):
+            key = quote.quote(target.key)
+            sets = ", ".join(f"{quote.quote(c)} = v.{quote.quote(c)}" for c in columns if c != target.key)
+            ctes.append(f"staged_{i} AS (UPDATE {name} SET {sets} FROM (VALUES {', '.join(rows)}) AS v ({listed}) "
+                        f"WHERE {name}.{key} = v.{key})")
+        else:
+            ctes.append(f"staged_{i} AS (INSERT INTO {name} ({listed}) VALUES {', '.join(rows)})")
     binds += [bindparam(f"n{j}", type_=String) for j in range(notifies)]
     selected = ", ".join(f"pg_notify(:n{j}, '')" for j in range(notifies)) or "1"
     return text((f"WITH {', '.join(ctes)} " if ctes else "") + f"SELECT {selected}").bindparams(*binds)

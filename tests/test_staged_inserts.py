@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import delete, event, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from shared.db import create_engine, session_factory, stage_insert
+from shared.db import create_engine, session_factory, stage_insert, stage_update
 from shared.models import Lead, LeadEvent, OutboxMessage, utcnow
 from shared.outbox import add_event
 
@@ -126,3 +126,49 @@ async def test_a_savepoint_rolled_back_takes_its_events_with_it(sessions: async_
             add_event(session, topic=TOPIC, name="lead.accepted", source="/test", subject=subject,
                       data={})
     assert await events_of(sessions, subject) == ["leadrouter.lead.received", "leadrouter.lead.accepted"]
+
+
+async def test_staged_updates_ride_with_the_inserts_and_the_last_of_a_row_wins(
+        sessions: async_sessionmaker[AsyncSession]) -> None:
+    """`stage_update`: the row changes at commit, in the statement of the staged inserts on PostgreSQL; a row
+    staged twice ends as staged last; one staged in a savepoint rolled back is not written."""
+    first, second, third = new_lead(), new_lead(), new_lead()
+    async with sessions() as session, session.begin():
+        session.add_all([first, second, third])
+    statements: list[str] = []
+    async with sessions() as session:
+        engine = session.bind.sync_engine  # type: ignore[union-attr]
+
+        def count(conn: object, cursor: object, statement: str, *args: object) -> None:
+            statements.append(" ".join(statement.split()))
+
+        event.listen(engine, "before_cursor_execute", count)
+        try:
+            async with session.begin():
+                stage_update(session, Lead, "lead_id", {"lead_id": first.lead_id, "status": "offered",
+                                                        "partner_id": "p1"})
+                add_event(session, topic=TOPIC, name="lead.routed", source="/test", subject=first.lead_id, data={})
+                stage_update(session, Lead, "lead_id", {"lead_id": second.lead_id, "status": "nurturing",
+                                                        "partner_id": None})
+                try:
+                    async with session.begin_nested():
+                        stage_update(session, Lead, "lead_id", {"lead_id": third.lead_id, "status": "offered",
+                                                                "partner_id": "p9"})
+                        raise RuntimeError("undo the savepoint")
+                except RuntimeError:
+                    pass
+        finally:
+            event.remove(engine, "before_cursor_execute", count)
+        if engine.dialect.name == "postgresql":
+            [staged] = [s for s in statements if "UPDATE leads" in s]
+            assert staged.startswith("WITH staged_0 AS (UPDATE leads SET") and "INSERT INTO outbox" in staged
+    async with sessions() as session:
+        found = {lead.lead_id: (lead.status, lead.partner_id) for lead in (await session.scalars(
+            select(Lead).where(Lead.lead_id.in_([first.lead_id, second.lead_id, third.lead_id])))).all()}
+    assert found == {first.lead_id: ("offered", "p1"), second.lead_id: ("nurturing", None),
+                     third.lead_id: ("received", None)}
+    async with sessions() as session, session.begin():  # the same row twice: a statement each, in order
+        stage_update(session, Lead, "lead_id", {"lead_id": first.lead_id, "status": "accepted", "partner_id": "p1"})
+        stage_update(session, Lead, "lead_id", {"lead_id": first.lead_id, "status": "working", "partner_id": "p1"})
+    async with sessions() as session:
+        assert (await session.get(Lead, first.lead_id)).status == "working"  # type: ignore[union-attr]

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 
 from services.lead_router.intake.schemas import LeadIn
 from services.lead_router.lead import timeline
@@ -23,7 +24,7 @@ from services.lead_router.routing.engine import Decision, LeadFacts, PartnerFact
 from services.lead_router.routing.repository import RoutingRepository
 from services.lead_router.routing.schemas import DEFAULT_RULE_SET, RuleSetBody, RuleSetRead
 from shared.config import Settings
-from shared.db import stage_insert
+from shared.db import stage_insert, stage_update
 from shared.errors import Conflict, ValidationFailed
 from shared.models import Lead, LeadOffer, Partner, RuleSet, utcnow
 from shared.observability import stage
@@ -199,25 +200,37 @@ def partner_calendar(partner: Partner) -> dict[str, Any]:
 
 
 def _apply(session: AsyncSession, settings: Settings, lead: Lead, decision: Decision, inputs: Inputs) -> None:
+    """The decision's writes, all staged: the lead's new state, its offer, its event and timeline row go in the
+    one statement that writes the transaction's staged rows at commit (the ORM object is given the same
+    values as committed state, so no flush writes it again)."""
     now = utcnow()
-    lead.updated_at = now
     explanation = decision.explanation()
+    state: dict[str, Any]
     if decision.outcome == "nurturing":
-        lead.status = NURTURING
-        timeline.record(session, settings, lead, "lead.nurturing", data=explanation, at=now)
+        state = {"status": NURTURING}
+        name = "lead.nurturing"
     elif decision.outcome == "unroutable":
-        lead.status, lead.partner_id = UNROUTABLE, None
-        timeline.record(session, settings, lead, "lead.unroutable", data=explanation, at=now)
+        state = {"status": UNROUTABLE, "partner_id": None}
+        name = "lead.unroutable"
     else:
         assert decision.partner_id is not None
-        lead.status, lead.partner_id, lead.routed_at = OFFERED, decision.partner_id, now
-        # Staged: written with the batch's events in one statement at commit (nothing reads it back before).
-        stage_insert(session, LeadOffer, {"lead_id": lead.lead_id, "partner_id": decision.partner_id,
-                                          "status": "offered", "offered_at": now})
-        timeline.record(session, settings, lead, "lead.routed", data=explanation, at=now,
-                        event_only={"partner_calendar": inputs.calendars.get(decision.partner_id)})
-        notify.stage_offer(session, settings=settings, partner_id=decision.partner_id,
-                           webhook=inputs.webhooks.get(decision.partner_id), lead=lead, at=now)
+        state = {"status": OFFERED, "partner_id": decision.partner_id, "routed_at": now}
+        name = "lead.routed"
+    for attribute, value in {**state, "updated_at": now}.items():
+        set_committed_value(lead, attribute, value)
+    stage_update(session, Lead, "lead_id", {"lead_id": lead.lead_id, "status": lead.status,
+                                            "partner_id": lead.partner_id, "routed_at": lead.routed_at,
+                                            "updated_at": now})
+    if decision.partner_id is None:
+        timeline.record(session, settings, lead, name, data=explanation, at=now)
+        return
+    # Nothing reads the offer back in the routing transaction.
+    stage_insert(session, LeadOffer, {"lead_id": lead.lead_id, "partner_id": decision.partner_id,
+                                      "status": "offered", "offered_at": now})
+    timeline.record(session, settings, lead, name, data=explanation, at=now,
+                    event_only={"partner_calendar": inputs.calendars.get(decision.partner_id)})
+    notify.stage_offer(session, settings=settings, partner_id=decision.partner_id,
+                       webhook=inputs.webhooks.get(decision.partner_id), lead=lead, at=now)
 
 
 async def simulate(session: AsyncSession, leads: Sequence[LeadIn], *, settings: Settings) -> list[dict[str, Any]]:
