@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from sqlalchemy import String, Table, bindparam, event, insert, text, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Session, SessionTransaction
@@ -78,6 +79,11 @@ class _Update:
     key: str
 
 
+@dataclass(frozen=True)
+class _Upsert(_Update):
+    """Staged rows of `table` inserted, or updating the row with the same `key` (a unique column)."""
+
+
 def stage_insert(session: AsyncSession | Session, model: type[DeclarativeBase], row: dict[str, Any]) -> None:
     """Insert `row` into `model`'s table when the session's transaction commits, together with every other
     row staged in it (outbox events and timeline entries, written by the hundred and never read back in the
@@ -95,6 +101,12 @@ def stage_update(session: AsyncSession | Session, model: type[DeclarativeBase], 
     wins over a change the ORM makes to the same columns later in the transaction: keep the ORM object's
     committed state equal to the staged values (`set_committed_value`), and commit soon after."""
     _stage(session, _Update(cast(Table, model.__table__), key), row)
+
+
+def stage_upsert(session: AsyncSession | Session, model: type[DeclarativeBase], key: str, row: dict[str, Any]) -> None:
+    """Insert `row`, or update the row with the same `key` (a unique column) with the rest of it, when the
+    transaction commits, in the statement that writes the staged inserts (see `stage_insert`)."""
+    _stage(session, _Upsert(cast(Table, model.__table__), key), row)
 
 
 def _stage(session: AsyncSession | Session, target: Table | _Update, row: dict[str, Any]) -> None:
@@ -138,7 +150,7 @@ def _write_staged(session: Session) -> None:
 
 def _regular(targets: dict[Table | _Update, list[dict[str, Any]]]) -> bool:
     """Every target's rows set the same columns, and no row is updated twice (one statement could not say
-    which update comes last)."""
+    which update comes last; an upsert of the same key twice is an error on PostgreSQL)."""
     for target, rows in targets.items():
         columns = set(rows[0])
         if any(set(row) != columns for row in rows):
@@ -153,6 +165,14 @@ def _execute_each(session: Session, target: Table | _Update, rows: list[dict[str
         session.execute(insert(target), rows)
         return
     table, key = target.table, target.key
+    if isinstance(target, _Upsert):
+        dialect_insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+        values = dialect_insert(table)
+        upsert = values.on_conflict_do_update(index_elements=[key], set_={
+            column: values.excluded[column] for column in rows[0] if column != key})
+        for row in rows:  # in the order staged: a row upserted twice ends as staged last
+            session.execute(upsert, row)
+        return
     columns = [column for column in rows[0] if column != key]
     stmt = update(table).where(table.c[key] == bindparam("_key")).values(
         {column: bindparam(f"_v_{column}") for column in columns})
@@ -164,7 +184,8 @@ def _execute_each(session: Session, target: Table | _Update, rows: list[dict[str
 def _staged_statement(shape: tuple[tuple[Table | _Update, tuple[str, ...], int], ...], notifies: int) -> Any:
     """PostgreSQL: one statement for the rows of every target (an INSERT per table, or an UPDATE .. FROM
     VALUES, each a data-modifying CTE, which PostgreSQL runs to completion whether or not anything refers to
-    it; a multi-row VALUES takes its ids in the order listed) and `notifies` `pg_notify` calls; parameters
+    it; a multi-row VALUES takes its ids in the order listed; an upsert is an INSERT .. ON CONFLICT) and
+    `notifies` `pg_notify` calls; parameters
     `s<target>_<row>_<column>` and `n<channel>`. Written as text with typed parameters once per shape
     (targets, columns, row counts): SQLAlchemy caches no multi-row INSERT and would compile one a commit."""
     quote = _PG.identifier_preparer
@@ -177,7 +198,11 @@ def _staged_statement(shape: tuple[tuple[Table | _Update, tuple[str, ...], int],
             binds += [bindparam(name, type_=table.c[column].type) for name, column in zip(names, columns, strict=True)]
             rows.append("(" + ", ".join(f":{name}" for name in names) + ")")
         name, listed = quote.format_table(table), ", ".join(quote.quote(c) for c in columns)
-        if isinstance(target, _Update):
+        if isinstance(target, _Upsert):
+            sets = ", ".join(f"{quote.quote(c)} = excluded.{quote.quote(c)}" for c in columns if c != target.key)
+            ctes.append(f"staged_{i} AS (INSERT INTO {name} ({listed}) VALUES {', '.join(rows)} "
+                        f"ON CONFLICT ({quote.quote(target.key)}) DO UPDATE SET {sets})")
+        elif isinstance(target, _Update):
             key = quote.quote(target.key)
             sets = ", ".join(f"{quote.quote(c)} = v.{quote.quote(c)}" for c in columns if c != target.key)
             ctes.append(f"staged_{i} AS (UPDATE {name} SET {sets} FROM (VALUES {', '.join(rows)}) AS v ({listed}) "

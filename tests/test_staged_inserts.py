@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import delete, event, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from shared.db import create_engine, session_factory, stage_insert, stage_update
+from shared.db import create_engine, session_factory, stage_insert, stage_update, stage_upsert
 from shared.models import Lead, LeadEvent, OutboxMessage, utcnow
 from shared.outbox import add_event
 
@@ -172,3 +172,20 @@ async def test_staged_updates_ride_with_the_inserts_and_the_last_of_a_row_wins(
         stage_update(session, Lead, "lead_id", {"lead_id": first.lead_id, "status": "working", "partner_id": "p1"})
     async with sessions() as session:
         assert (await session.get(Lead, first.lead_id)).status == "working"  # type: ignore[union-attr]
+
+
+async def test_staged_upserts_insert_or_update_by_key(sessions: async_sessionmaker[AsyncSession]) -> None:
+    """`stage_upsert`: a new key is inserted, a known one updated; twice in one transaction, the last wins."""
+    from shared.models import RoutingState
+
+    rule = f"staged-{uuid.uuid4().hex[:8]}"
+    try:
+        for states in ([{"n": 1}], [{"n": 2}], [{"n": 3}, {"n": 4}]):
+            async with sessions() as session, session.begin():
+                for state in states:
+                    stage_upsert(session, RoutingState, "rule", {"rule": rule, "state": state, "updated_at": utcnow()})
+            async with sessions() as session:
+                assert (await session.get(RoutingState, rule)).state == states[-1]  # type: ignore[union-attr]
+    finally:
+        async with sessions() as session, session.begin():
+            await session.execute(delete(RoutingState).where(RoutingState.rule == rule))

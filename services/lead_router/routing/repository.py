@@ -3,11 +3,10 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import JSON, Integer, func, literal, null, select, text, union_all
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.lead_router.lead.states import ROUTABLE
-from shared.db import is_postgres
+from shared.db import is_postgres, stage_upsert
 from shared.models import Lead, LeadOffer, PartnerLoad, RoutingInputsVersion, RoutingState, RuleSet, utcnow
 
 ROUTING_LOCK_KEY = 746_215_002
@@ -51,9 +50,9 @@ class RoutingRepository:
                 loads[key] = int(open_leads)
         return states, loads
 
-    async def save_state(self, rule: str, state: dict[str, Any]) -> None:
-        stmt = _UPSERT_STATE[is_postgres(self.session)]
-        await self.session.execute(stmt, {"rule": rule, "state": state, "updated_at": utcnow()})
+    def save_state(self, rule: str, state: dict[str, Any]) -> None:
+        """Staged: written with the batch's other writes in one statement at commit (`shared.db.stage_upsert`)."""
+        stage_upsert(self.session, RoutingState, "rule", {"rule": rule, "state": state, "updated_at": utcnow()})
 
     async def excluded_partners(self, lead_ids: list[str]) -> dict[str, set[str]]:
         """Per lead, the partners that rejected it or had it recalled: never offered it again."""
@@ -65,16 +64,8 @@ class RoutingRepository:
         return out
 
 
-def _upsert_state(insert: Any) -> Any:
-    stmt = insert(RoutingState.__table__)
-    return stmt.on_conflict_do_update(index_elements=["rule"], set_={"state": stmt.excluded.state,
-                                                                    "updated_at": stmt.excluded.updated_at})
-
-
 _VERSION = select(RoutingInputsVersion.version).where(RoutingInputsVersion.id == 1)
 _STATES_AND_LOADS = union_all(
     select(literal("state"), RoutingState.rule, RoutingState.state, null().cast(Integer)),
     select(literal("load"), PartnerLoad.partner_id, null().cast(JSON), PartnerLoad.open_leads))
 
-# Built once (statement construction costs more than the round trip); keyed by "is PostgreSQL".
-_UPSERT_STATE = {True: _upsert_state(postgresql.insert), False: _upsert_state(sqlite.insert)}

@@ -185,7 +185,7 @@ async def route_leads(session: AsyncSession, lead_ids: Sequence[str], *, setting
             changed.add(decision.rule)
         decisions.append(decision)
     for rule in changed:
-        await repo.save_state(rule, state[rule])
+        repo.save_state(rule, state[rule])
     await session.flush()
     DECIDE_STAGE.observe(time.monotonic() - began)
     return decisions
