@@ -46,7 +46,7 @@ async def handle_lead_routed(session: AsyncSession, event: CloudEvent, *, settin
     lead_id = _lead_id(event)
     calendar = event.data.get("partner_calendar")
     if isinstance(calendar, dict) and _partner_id(event):
-        await _project_calendar(session, str(_partner_id(event)), calendar, event, copy=True)
+        await _project_calendar(session, str(_partner_id(event)), calendar, event)
     for clock in await _clocks(session, event, ACCEPT):  # an earlier offer we never saw end
         await tracker.close(session, settings, clock, event.time, "superseded")
     await tracker.open_clock(session, lead_id=lead_id, partner_id=_partner_id(event), kind=ACCEPT, at=event.time,
@@ -113,18 +113,11 @@ async def handle_partner_upserted(session: AsyncSession, event: CloudEvent, *, s
 
 
 async def _project_calendar(session: AsyncSession, partner_id: str, calendar: dict[str, Any],
-                            event: CloudEvent, *, copy: bool = False) -> None:
+                            event: CloudEvent) -> None:
     """The projection takes the calendar of the newest event that carried one (`partner.upserted`, or a
-    `lead.routed` made with the partner as it was then). A `copy` (`lead.routed`) that carries the calendar
-    the projection already has writes nothing (nearly every offer: a write per lead otherwise): only a change
-    of calendar makes one, and every change also comes as a `partner.upserted`, which is always applied when
-    newer, so an older upsert handled late is still overruled by the newer upsert of the calendar it copied."""
+    `lead.routed` made with the partner as it was then)."""
     row = await SlaRepository(session).partner(partner_id)
     if row is not None and row.source_time > event.time:
-        return
-    hours = dict(calendar.get("business_hours") or {})
-    if copy and row is not None and (row.timezone, dict(row.business_hours or {}), row.holiday_country) == (
-            calendar.get("timezone"), hours, calendar.get("holiday_country")):
         return
     if row is None:
         row = SlaPartner(partner_id=partner_id)
@@ -133,7 +126,7 @@ async def _project_calendar(session: AsyncSession, partner_id: str, calendar: di
         if view is not None:
             view.add_partner(row)
     row.timezone = calendar.get("timezone")
-    row.business_hours = hours
+    row.business_hours = dict(calendar.get("business_hours") or {})
     row.holiday_country = calendar.get("holiday_country")
     row.source_time, row.updated_at = event.time, utcnow()
 

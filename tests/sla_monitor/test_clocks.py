@@ -8,7 +8,6 @@ from typing import Any
 
 import httpx
 from fastapi import FastAPI
-from sqlalchemy import event
 
 from services.sla_monitor.handlers import monitor_handlers
 from services.sla_monitor.scheduler import flag_due
@@ -188,38 +187,6 @@ async def test_the_offer_carries_the_calendar_when_the_partner_event_comes_late(
                business_hours={"days": [1, 2, 3, 4, 5], "start": "09:00", "end": "17:00"})
     await feed("lead.routed", OTHER, t(21, 0, 30), partner_id="acme")  # an event without the calendar
     assert (await clocks(monitor_app, OTHER))["accept"][0].due_at == t(23, 20, 30)
-
-
-async def test_an_offer_carrying_the_calendar_already_projected_writes_no_partner_row(
-        monitor_app: FastAPI, monitor: httpx.AsyncClient, admin: dict[str, str], feed: Feed) -> None:
-    """Nearly every `lead.routed` carries the calendar the projection has: no write for it. A change is
-    taken from the offer, and an older upsert handled late still loses to the newer upsert it was copied from."""
-    await put_policy(monitor, admin, clock="business_hours", accept_within="PT4H")
-    los_angeles = {"timezone": "America/Los_Angeles", "holiday_country": "US",
-                   "business_hours": {"days": [1, 2, 3, 4, 5], "start": "09:00", "end": "17:00"}}
-    await feed("partner.upserted", "acme", t(20, 0), partner_id="acme", **los_angeles)
-    updates: list[str] = []
-    engine = monitor_app.state.engine.sync_engine
-
-    def count(conn: object, cursor: object, statement: str, *args: object) -> None:
-        if statement.lstrip().upper().startswith("UPDATE SLA_PARTNERS"):
-            updates.append(statement)
-
-    event.listen(engine, "before_cursor_execute", count)
-    try:
-        await feed("lead.routed", LEAD, t(21, 0, 30), partner_id="acme", partner_calendar=los_angeles)
-        assert updates == []
-        utc = {**los_angeles, "timezone": "UTC"}  # the partner moved: the next offer carries it before its upsert
-        await feed("lead.routed", OTHER, t(21, 1), partner_id="acme", partner_calendar=utc)
-        assert len(updates) == 1
-    finally:
-        event.remove(engine, "before_cursor_execute", count)
-    assert (await clocks(monitor_app))["accept"][0].due_at == t(23, 20, 30)  # Monday 12:30 PST
-    assert (await clocks(monitor_app, OTHER))["accept"][0].due_at == t(23, 13)  # Monday 13:00 UTC
-    await feed("partner.upserted", "acme", t(20, 23), partner_id="acme", **los_angeles)  # older than the offer
-    third = "33333333-3333-3333-3333-333333333333"
-    await feed("lead.routed", third, t(21, 2), partner_id="acme")  # no calendar: the projection's
-    assert (await clocks(monitor_app, third))["accept"][0].due_at == t(23, 13)
 
 
 async def test_first_touch_is_met_by_the_first_activity_and_report_back_restarts(
