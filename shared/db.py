@@ -67,6 +67,9 @@ async def ping(engine: AsyncEngine) -> None:
 
 
 _PG = asyncpg_dialect()
+# At most this many parameters in the one statement (asyncpg takes 32,767; PostgreSQL's plan of a longer one
+# costs more than it saves, and every shape is cached): beyond it, a statement per target, as on SQLite.
+MAX_STAGED_PARAMETERS = 2_000
 _STAGED = "db:staged_writes"  # Session.info: [(savepoint or None, table or _Update, row), ...] in the order staged
 _NOTIFY = "db:notify_at_commit"  # Session.info: PostgreSQL channels to notify when the transaction commits
 
@@ -134,9 +137,12 @@ def _write_staged(session: Session) -> None:
         targets.setdefault(target, []).append(row)
     if targets:
         session.flush()
-    if session.get_bind().dialect.name != "postgresql" or not _regular(targets):
-        # SQLite (no data-modifying CTEs, no NOTIFY), or rows one statement cannot carry: a statement per target
-        for target, rows in targets.items():
+    regular = _regular(targets)
+    if session.get_bind().dialect.name != "postgresql" or not regular:
+        # SQLite (no data-modifying CTEs, no NOTIFY): a statement per target. Rows one statement cannot carry:
+        # a statement per run of rows staged one after another for the same target and columns, in that order.
+        runs = list(targets.items()) if regular else _runs(staged or [])
+        for target, rows in runs:
             _execute_each(session, target, rows)
         targets = {}
         if not channels:
@@ -149,38 +155,65 @@ def _write_staged(session: Session) -> None:
 
 
 def _regular(targets: dict[Table | _Update, list[dict[str, Any]]]) -> bool:
-    """Every target's rows set the same columns, and no row is updated twice (one statement could not say
-    which update comes last; an upsert of the same key twice is an error on PostgreSQL)."""
+    """Whether one statement can carry these rows as staged: few enough parameters; every target's rows set
+    the same columns (an update or upsert at least one besides its key); each table under one target (all
+    CTEs see one snapshot: an update of a row another CTE inserts would not find it); no row updated or
+    upserted twice (one statement cannot say which comes last; the upsert fails on PostgreSQL)."""
+    if sum(len(rows) * len(rows[0]) for rows in targets.values()) > MAX_STAGED_PARAMETERS:
+        return False
+    tables = [target.table if isinstance(target, _Update) else target for target in targets]
+    if len(set(tables)) < len(tables):
+        return False
     for target, rows in targets.items():
         columns = set(rows[0])
         if any(set(row) != columns for row in rows):
             return False
-        if isinstance(target, _Update) and len({row[target.key] for row in rows}) < len(rows):
+        if isinstance(target, _Update) and (columns == {target.key}
+                                            or len({row[target.key] for row in rows}) < len(rows)):
             return False
     return True
 
 
+_Run = tuple[Table | _Update, list[dict[str, Any]]]
+
+
+def _runs(staged: list[tuple[Any, Table | _Update, dict[str, Any]]]) -> list[_Run]:
+    """The staged rows in the order staged, cut where the target or the columns change."""
+    runs: list[_Run] = []
+    for _, target, row in staged:
+        if runs and runs[-1][0] == target and runs[-1][1][0].keys() == row.keys():
+            runs[-1][1].append(row)
+        else:
+            runs.append((target, [row]))
+    return runs
+
+
 def _execute_each(session: Session, target: Table | _Update, rows: list[dict[str, Any]]) -> None:
+    """Rows of one target that set the same columns, in one statement (an executemany, whose rows run in
+    order: a row updated twice ends as staged last)."""
     if isinstance(target, Table):
         session.execute(insert(target), rows)
-        return
-    table, key = target.table, target.key
-    if isinstance(target, _Upsert):
-        dialect_insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-        values = dialect_insert(table)
-        upsert = values.on_conflict_do_update(index_elements=[key], set_={
-            column: values.excluded[column] for column in rows[0] if column != key})
-        for row in rows:  # in the order staged: a row upserted twice ends as staged last
-            session.execute(upsert, row)
-        return
-    columns = [column for column in rows[0] if column != key]
-    stmt = update(table).where(table.c[key] == bindparam("_key")).values(
-        {column: bindparam(f"_v_{column}") for column in columns})
-    for row in rows:  # in the order staged: a row updated twice ends as staged last
-        session.execute(stmt, {"_key": row[key], **{f"_v_{column}": row[column] for column in columns}})
+    elif isinstance(target, _Upsert):
+        session.execute(_upsert_statement(session, target, tuple(rows[0])), rows)
+    else:  # bind names apart from the columns' (SQLAlchemy keeps those for the SET clause)
+        table, key = target.table, target.key
+        others = [column for column in rows[0] if column != key]
+        if others:
+            stmt = update(table).where(table.c[key] == bindparam("_key")).values(
+                {column: bindparam(f"_v_{column}") for column in others})
+            session.execute(stmt, [{"_key": row[key], **{f"_v_{c}": row[c] for c in others}} for row in rows])
 
 
-@functools.lru_cache(maxsize=512)
+def _upsert_statement(session: Session, target: _Update, columns: tuple[str, ...]) -> Any:
+    values = (postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert)(target.table)
+    others = [column for column in columns if column != target.key]
+    if not others:
+        return values.on_conflict_do_nothing(index_elements=[target.key])
+    return values.on_conflict_do_update(index_elements=[target.key],
+                                        set_={column: values.excluded[column] for column in others})
+
+
+@functools.lru_cache(maxsize=128)
 def _staged_statement(shape: tuple[tuple[Table | _Update, tuple[str, ...], int], ...], notifies: int) -> Any:
     """PostgreSQL: one statement for the rows of every target (an INSERT per table, or an UPDATE .. FROM
     VALUES, each a data-modifying CTE, which PostgreSQL runs to completion whether or not anything refers to
@@ -218,6 +251,7 @@ def _staged_statement(shape: tuple[tuple[Table | _Update, tuple[str, ...], int],
 def _drop_staged(session: Session, previous_transaction: SessionTransaction) -> None:
     if not previous_transaction.nested:  # the transaction itself
         session.info.pop(_STAGED, None)
+        session.info.pop(_NOTIFY, None)
         return
     staged = session.info.get(_STAGED)
     if staged:  # a savepoint: drop what was staged in it or in a savepoint inside it

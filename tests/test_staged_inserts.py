@@ -189,3 +189,70 @@ async def test_staged_upserts_insert_or_update_by_key(sessions: async_sessionmak
     finally:
         async with sessions() as session, session.begin():
             await session.execute(delete(RoutingState).where(RoutingState.rule == rule))
+
+
+async def test_more_staged_rows_than_one_statement_takes_are_all_written_in_order(
+        sessions: async_sessionmaker[AsyncSession]) -> None:
+    """5,000 events in one transaction (35,000 parameters: asyncpg takes 32,767 in one statement): written,
+    in order, with a statement per table."""
+    subject = str(uuid.uuid4())
+    async with sessions() as session, session.begin():
+        for n in range(5_000):
+            add_event(session, topic=TOPIC, name=f"lead.n{n}", source="/test", subject=subject, data={})
+    assert await events_of(sessions, subject) == [f"leadrouter.lead.n{n}" for n in range(5_000)]
+
+
+async def test_irregular_staged_rows_keep_what_each_row_sets(sessions: async_sessionmaker[AsyncSession]) -> None:
+    """Rows of one target that set different columns, a table under two targets (a row inserted and updated
+    in one transaction), a row that carries only its key: each written as staged, nothing wiped."""
+    from shared.models import RoutingState
+
+    rule = f"staged-{uuid.uuid4().hex[:8]}"
+    first, second = new_lead(), new_lead()
+    try:
+        async with sessions() as session, session.begin():
+            session.add(first)
+        async with sessions() as session, session.begin():
+            stage_upsert(session, RoutingState, "rule", {"rule": rule, "state": {"n": 1}, "updated_at": utcnow()})
+            stage_upsert(session, RoutingState, "rule", {"rule": rule, "updated_at": utcnow()})  # state untouched
+            stage_update(session, Lead, "lead_id", {"lead_id": first.lead_id, "status": "offered", "partner_id": "p1"})
+            stage_update(session, Lead, "lead_id", {"lead_id": first.lead_id, "status": "accepted"})
+            stage_update(session, Lead, "lead_id", {"lead_id": first.lead_id})  # nothing to set
+            row = {column.key: getattr(second, column.key) for column in Lead.__table__.columns}
+            stage_insert(session, Lead, row)
+            stage_update(session, Lead, "lead_id", {"lead_id": second.lead_id, "status": "nurturing"})
+        async with sessions() as session:
+            assert (await session.get(RoutingState, rule)).state == {"n": 1}  # type: ignore[union-attr]
+            got = {lead.lead_id: (lead.status, lead.partner_id) for lead in (await session.scalars(
+                select(Lead).where(Lead.lead_id.in_([first.lead_id, second.lead_id])))).all()}
+        assert got == {first.lead_id: ("accepted", "p1"), second.lead_id: ("nurturing", None)}
+    finally:
+        async with sessions() as session, session.begin():
+            await session.execute(delete(RoutingState).where(RoutingState.rule == rule))
+
+
+async def test_a_rolled_back_transaction_leaves_no_notification_behind(
+        sessions: async_sessionmaker[AsyncSession]) -> None:
+    """A savepoint's commit asks for the relay's NOTIFY; when the transaction then rolls back, the session's
+    next transaction (with no event) notifies nothing."""
+    notified: list[str] = []
+    async with sessions() as session:
+        engine = session.bind.sync_engine  # type: ignore[union-attr]
+
+        def count(conn: object, cursor: object, statement: str, *args: object) -> None:
+            if "pg_notify" in statement:
+                notified.append(statement)
+
+        event.listen(engine, "before_cursor_execute", count)
+        try:
+            with pytest.raises(RuntimeError):
+                async with session.begin():
+                    async with session.begin_nested():
+                        add_event(session, topic=TOPIC, name="lead.activity", source="/test",
+                                  subject=str(uuid.uuid4()), data={})
+                    raise RuntimeError("the change fails")
+            async with session.begin():
+                await session.execute(select(Lead.lead_id).limit(1))
+        finally:
+            event.remove(engine, "before_cursor_execute", count)
+    assert notified == []

@@ -30,6 +30,7 @@ from shared.models import Lead, LeadOffer, Partner, RuleSet, utcnow
 from shared.observability import stage
 
 DECIDE_STAGE = stage("decide")
+_DECIDED = "routing:decided"  # Session.info: (transaction, ids of the leads it decided; their writes staged)
 
 
 def lead_facts(lead: Lead) -> LeadFacts:
@@ -145,9 +146,19 @@ async def route_leads(session: AsyncSession, lead_ids: Sequence[str], *, setting
     strategy state are consistent across router instances. Partners, counts, rules and state are read once
     per batch and carried from one decision to the next, so a batch costs a handful of statements.
     `look_first`: first check, without the lock, that some lead is still waiting (a caller that has just
-    stored them as waiting skips that read)."""
+    stored them as waiting skips that read).
+
+    Every write of a decision is staged and reaches the database at commit (one statement): a lead decided
+    earlier in the same transaction is not decided again, and routing inside a savepoint is refused (its
+    rollback would drop the writes but not the leads' new state in memory)."""
     began = time.monotonic()
-    wanted = list(dict.fromkeys(lead_ids))
+    sync = session.sync_session
+    if sync.in_nested_transaction():
+        raise RuntimeError("route_leads writes at commit: call it outside savepoints")
+    transaction, decided = sync.info.get(_DECIDED, (None, set()))
+    if transaction is not sync.get_transaction():  # another transaction's, or none yet
+        decided = set()
+    wanted = [i for i in dict.fromkeys(lead_ids) if i not in decided]
     # Most leads are routed by the process that stored them (routing/eager.py) before their event arrives
     # here: a batch with no lead waiting costs one read and, on PostgreSQL, never queues for the routing lock
     # (on SQLite every transaction holds the database's write lock anyway). A lead read
@@ -186,6 +197,7 @@ async def route_leads(session: AsyncSession, lead_ids: Sequence[str], *, setting
         decisions.append(decision)
     for rule in changed:
         repo.save_state(rule, state[rule])
+    sync.info[_DECIDED] = (sync.get_transaction(), decided | {lead.lead_id for lead in leads})
     await session.flush()
     DECIDE_STAGE.observe(time.monotonic() - began)
     return decisions

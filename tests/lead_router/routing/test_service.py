@@ -197,3 +197,25 @@ async def test_a_nurturing_lead_is_decided_once_per_fact(client: httpx.AsyncClie
     assert await route_waiting(app) == 1
     timeline = (await client.get(f"/v1/leads/{lead_id}/timeline", headers=admin)).json()["items"]
     assert [item["type"] for item in timeline][-2:] == ["lead.received", "lead.routed"]
+
+
+async def test_a_lead_is_decided_once_per_transaction_and_never_in_a_savepoint(
+        client: httpx.AsyncClient, admin: Headers, app: FastAPI) -> None:
+    """A decision's writes reach the database at commit: routing the same lead again in that transaction
+    decides nothing (it would offer it twice), and routing inside a savepoint is refused."""
+    from services.lead_router.routing.service import route_leads
+
+    await make_partner(client, admin, "acme")
+    lead_id = (await post_lead(client)).json()["lead_id"]
+    settings = app.state.settings
+    async with app.state.sessions() as session, session.begin():
+        first = await route_leads(session, [lead_id], settings=settings)
+        again = await route_leads(session, [lead_id], settings=settings, look_first=False)
+    assert [d.partner_id for d in first] == ["acme"] and again == []
+    assert await count_rows(app, LeadOffer, LeadOffer.lead_id == lead_id) == 1
+    other = (await post_lead(client, external_id="savepoint-1", email="savepoint@example.com")).json()["lead_id"]
+    async with app.state.sessions() as session, session.begin():
+        with pytest.raises(RuntimeError, match="savepoints"):
+            async with session.begin_nested():
+                await route_leads(session, [other], settings=settings)
+    assert await route_waiting(app) == 1  # still waiting, routed now
