@@ -92,8 +92,10 @@ def stage_insert(session: AsyncSession | Session, model: type[DeclarativeBase], 
     row staged in it (outbox events and timeline entries, written by the hundred and never read back in the
     transaction that writes them): no ORM object, and one statement for every table (PostgreSQL: an INSERT
     per table in data-modifying CTEs, with the commit's `NOTIFY`s; SQLite: one multi-row INSERT per table).
-    Rows keep the order they were staged in (an outbox row's id is its publishing order); pending ORM
-    objects are flushed first, so a staged row may refer to them. A rollback drops the rows staged in what
+    Rows keep the order they were staged in within their table (an outbox row's id is its publishing order);
+    pending ORM objects are flushed first, so a staged row may refer to them (a staged row referring to a row
+    staged in another table is safe on PostgreSQL's single statement only: elsewhere tables go in the order
+    first staged). A rollback drops the rows staged in what
     it rolls back: the transaction, or a savepoint and the savepoints inside it."""
     _stage(session, cast(Table, model.__table__), row)
 
@@ -138,9 +140,11 @@ def _write_staged(session: Session) -> None:
     if targets:
         session.flush()
     regular = _regular(targets)
-    if session.get_bind().dialect.name != "postgresql" or not regular:
-        # SQLite (no data-modifying CTEs, no NOTIFY): a statement per target. Rows one statement cannot carry:
-        # a statement per run of rows staged one after another for the same target and columns, in that order.
+    postgres = session.get_bind().dialect.name == "postgresql"
+    if not postgres or not regular or _parameters(targets) > MAX_STAGED_PARAMETERS:
+        # SQLite (no data-modifying CTEs, no NOTIFY), or too many parameters for one statement: a statement per
+        # target. Rows one statement cannot carry: a statement per run of rows staged one after another for
+        # the same target and columns, in that order.
         runs = list(targets.items()) if regular else _runs(staged or [])
         for target, rows in runs:
             _execute_each(session, target, rows)
@@ -154,13 +158,16 @@ def _write_staged(session: Session) -> None:
     session.execute(_staged_statement(shape, len(channels or ())), params)
 
 
+def _parameters(targets: dict[Table | _Update, list[dict[str, Any]]]) -> int:
+    return sum(len(rows) * len(rows[0]) for rows in targets.values())
+
+
 def _regular(targets: dict[Table | _Update, list[dict[str, Any]]]) -> bool:
-    """Whether one statement can carry these rows as staged: few enough parameters; every target's rows set
-    the same columns (an update or upsert at least one besides its key); each table under one target (all
-    CTEs see one snapshot: an update of a row another CTE inserts would not find it); no row updated or
-    upserted twice (one statement cannot say which comes last; the upsert fails on PostgreSQL)."""
-    if sum(len(rows) * len(rows[0]) for rows in targets.values()) > MAX_STAGED_PARAMETERS:
-        return False
+    """Whether a statement per target (or one statement with a CTE per target) writes these rows as staged:
+    every target's rows set the same columns (an update or upsert at least one besides its key); each table
+    under one target (all CTEs see one snapshot: an update of a row another CTE inserts would not find it);
+    no row updated or upserted twice (one statement cannot say which comes last; the upsert fails on
+    PostgreSQL)."""
     tables = [target.table if isinstance(target, _Update) else target for target in targets]
     if len(set(tables)) < len(tables):
         return False

@@ -256,3 +256,32 @@ async def test_a_rolled_back_transaction_leaves_no_notification_behind(
         finally:
             event.remove(engine, "before_cursor_execute", count)
     assert notified == []
+
+
+async def test_past_the_size_of_one_statement_it_is_a_statement_per_table(
+        sessions: async_sessionmaker[AsyncSession]) -> None:
+    """300 leads' events and timeline rows, staged alternately (as routing does): two statements, not 600."""
+    from services.lead_router.lead import timeline
+    from shared.config import Settings
+
+    settings = Settings(topic_prefix="staged")
+    leads = [new_lead() for _ in range(300)]
+    async with sessions() as session, session.begin():
+        session.add_all(leads)
+    statements: list[str] = []
+    async with sessions() as session:
+        engine = session.bind.sync_engine  # type: ignore[union-attr]
+
+        def count(conn: object, cursor: object, statement: str, *args: object) -> None:
+            if re.search(r"INSERT INTO (outbox|lead_events)", statement, re.I):
+                statements.append(statement)
+
+        event.listen(engine, "before_cursor_execute", count)
+        try:
+            async with session.begin():
+                for lead in leads:
+                    timeline.record(session, settings, lead, "lead.routed")
+        finally:
+            event.remove(engine, "before_cursor_execute", count)
+    assert len(statements) == 2
+    assert await events_of(sessions, leads[-1].lead_id) == ["leadrouter.lead.routed"]

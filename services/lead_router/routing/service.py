@@ -159,6 +159,8 @@ async def route_leads(session: AsyncSession, lead_ids: Sequence[str], *, setting
     if transaction is not sync.get_transaction():  # another transaction's, or none yet
         decided = set()
     wanted = [i for i in dict.fromkeys(lead_ids) if i not in decided]
+    if not wanted:
+        return []
     # Most leads are routed by the process that stored them (routing/eager.py) before their event arrives
     # here: a batch with no lead waiting costs one read and, on PostgreSQL, never queues for the routing lock
     # (on SQLite every transaction holds the database's write lock anyway). A lead read
