@@ -67,9 +67,11 @@ async def ping(engine: AsyncEngine) -> None:
 
 
 _PG = asyncpg_dialect()
-# At most this many parameters in the one statement (asyncpg takes 32,767; PostgreSQL's plan of a longer one
-# costs more than it saves, and every shape is cached): beyond it, a statement per target, as on SQLite.
-MAX_STAGED_PARAMETERS = 2_000
+# At most this many parameters in the one statement (asyncpg takes 32,767): every shape (targets, columns, row
+# counts) is a statement text that SQLAlchemy's cache, asyncpg's per-connection cache and PostgreSQL each keep,
+# and with 2,000 a 50,000-lead burst's shapes took the API from 150 to 330 MB. A routing batch of ~20 leads or
+# an intake batch of ~38 fits; beyond, a statement per target, as on SQLite (batches that big amortize it).
+MAX_STAGED_PARAMETERS = 500
 _STAGED = "db:staged_writes"  # Session.info: [(savepoint or None, table or _Update, row), ...] in the order staged
 _NOTIFY = "db:notify_at_commit"  # Session.info: PostgreSQL channels to notify when the transaction commits
 
@@ -220,7 +222,7 @@ def _upsert_statement(session: Session, target: _Update, columns: tuple[str, ...
                                         set_={column: values.excluded[column] for column in others})
 
 
-@functools.lru_cache(maxsize=128)
+@functools.lru_cache(maxsize=64)
 def _staged_statement(shape: tuple[tuple[Table | _Update, tuple[str, ...], int], ...], notifies: int) -> Any:
     """PostgreSQL: one statement for the rows of every target (an INSERT per table, or an UPDATE .. FROM
     VALUES, each a data-modifying CTE, which PostgreSQL runs to completion whether or not anything refers to
