@@ -93,12 +93,13 @@ def stage_insert(session: AsyncSession | Session, model: type[DeclarativeBase], 
     """Insert `row` into `model`'s table when the session's transaction commits, together with every other
     row staged in it (outbox events and timeline entries, written by the hundred and never read back in the
     transaction that writes them): no ORM object, and one statement for every table (PostgreSQL: an INSERT
-    per table in data-modifying CTEs, with the commit's `NOTIFY`s; SQLite: one multi-row INSERT per table).
+    per table in data-modifying CTEs, with the commit's `NOTIFY`s, up to `MAX_STAGED_PARAMETERS`; SQLite, or
+    past that: an executemany INSERT per table).
     Rows keep the order they were staged in within their table (an outbox row's id is its publishing order);
     pending ORM objects are flushed first, so a staged row may refer to them (a staged row referring to a row
     staged in another table is safe on PostgreSQL's single statement only: elsewhere tables go in the order
-    first staged). A rollback drops the rows staged in what
-    it rolls back: the transaction, or a savepoint and the savepoints inside it."""
+    first staged). A rollback drops the rows staged in what it rolls back: the transaction, or a savepoint and
+    the savepoints inside it."""
     _stage(session, cast(Table, model.__table__), row)
 
 
@@ -227,8 +228,7 @@ def _staged_statement(shape: tuple[tuple[Table | _Update, tuple[str, ...], int],
     """PostgreSQL: one statement for the rows of every target (an INSERT per table, or an UPDATE .. FROM
     VALUES, each a data-modifying CTE, which PostgreSQL runs to completion whether or not anything refers to
     it; a multi-row VALUES takes its ids in the order listed; an upsert is an INSERT .. ON CONFLICT) and
-    `notifies` `pg_notify` calls; parameters
-    `s<target>_<row>_<column>` and `n<channel>`. Written as text with typed parameters once per shape
+    `notifies` `pg_notify` calls; parameters `s<target>_<row>_<column>` and `n<channel>`. Written as text with typed parameters once per shape
     (targets, columns, row counts): SQLAlchemy caches no multi-row INSERT and would compile one a commit."""
     quote = _PG.identifier_preparer
     ctes, binds = [], []
