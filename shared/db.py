@@ -228,8 +228,9 @@ def _staged_statement(shape: tuple[tuple[Table | _Update, tuple[str, ...], int],
     """PostgreSQL: one statement for the rows of every target (an INSERT per table, or an UPDATE .. FROM
     VALUES, each a data-modifying CTE, which PostgreSQL runs to completion whether or not anything refers to
     it; a multi-row VALUES takes its ids in the order listed; an upsert is an INSERT .. ON CONFLICT) and
-    `notifies` `pg_notify` calls; parameters `s<target>_<row>_<column>` and `n<channel>`. Written as text with typed parameters once per shape
-    (targets, columns, row counts): SQLAlchemy caches no multi-row INSERT and would compile one a commit."""
+    `notifies` `pg_notify` calls; parameters `s<target>_<row>_<column>` and `n<channel>`. Written as text
+    with typed parameters once per shape (targets, columns, row counts): SQLAlchemy caches no multi-row
+    INSERT and would compile one a commit."""
     quote = _PG.identifier_preparer
     ctes, binds = [], []
     for i, (target, columns, count) in enumerate(shape):
