@@ -98,30 +98,32 @@ class RoutedWatcher:
             await asyncio.sleep(0.1)
 
 
-async def stage_sums(processes: dict[str, Service]) -> dict[str, tuple[float, float]]:
-    """(sum, count) of `leadrouter_stage_seconds` per `process/stage`, scraped from each process."""
-    out: dict[str, tuple[float, float]] = {}
+async def scrape(processes: dict[str, Service]) -> dict[str, str]:
+    """Each process's `/metrics` text."""
     async with httpx.AsyncClient(timeout=10) as http:
-        for name, svc in processes.items():
-            text = (await http.get(f"{svc.url}/metrics")).text
-            for kind in ("sum", "count"):
-                for m in re.finditer(rf'^leadrouter_stage_seconds_{kind}{{stage="(\w+)"}} (\S+)$', text, re.M):
-                    key = f"{name}/{m.group(1)}"
-                    total, count = out.get(key, (0.0, 0.0))
-                    out[key] = (total + float(m.group(2)), count) if kind == "sum" else (total, float(m.group(2)))
+        return {name: (await http.get(f"{svc.url}/metrics")).text for name, svc in processes.items()}
+
+
+def stage_sums(scraped: dict[str, str]) -> dict[str, tuple[float, float]]:
+    """(sum, count) of `leadrouter_stage_seconds` per `process/stage`."""
+    out: dict[str, tuple[float, float]] = {}
+    for name, text in scraped.items():
+        for kind in ("sum", "count"):
+            for m in re.finditer(rf'^leadrouter_stage_seconds_{kind}{{stage="(\w+)"}} (\S+)$', text, re.M):
+                key = f"{name}/{m.group(1)}"
+                total, count = out.get(key, (0.0, 0.0))
+                out[key] = (total + float(m.group(2)), count) if kind == "sum" else (total, float(m.group(2)))
     return out
 
 
-async def db_counts(processes: dict[str, Service]) -> dict[str, tuple[float, float]]:
+def db_counts(scraped: dict[str, str]) -> dict[str, tuple[float, float]]:
     """(statements, transactions) each process has sent its database so far (`leadrouter_db_*`)."""
     out = {}
-    async with httpx.AsyncClient(timeout=10) as http:
-        for name, svc in processes.items():
-            text = (await http.get(f"{svc.url}/metrics")).text
-            statements = sum(float(m) for m in re.findall(r"^leadrouter_db_statements_total (\S+)$", text, re.M))
-            transactions = sum(float(m) for m in re.findall(r"^leadrouter_db_transactions_total{[^}]*} (\S+)$",
-                                                            text, re.M))
-            out[name] = (statements, transactions)
+    for name, text in scraped.items():
+        statements = sum(float(m) for m in re.findall(r"^leadrouter_db_statements_total (\S+)$", text, re.M))
+        transactions = sum(float(m) for m in re.findall(r"^leadrouter_db_transactions_total{[^}]*} (\S+)$",
+                                                        text, re.M))
+        out[name] = (statements, transactions)
     return out
 
 
@@ -251,8 +253,8 @@ async def bench() -> dict[str, Any]:
                     caught_up = await monitor_caught_up(monitor)
                     if n == 0:
                         results["monitor_caught_up_after_ingest_s"] = caught_up
-                    stages_before = await stage_sums(processes)
-                    db_before = await db_counts(processes)
+                    scraped = await scrape(processes)
+                    stages_before, db_before = stage_sums(scraped), db_counts(scraped)
                     spies = await profile(processes, LATENCY_SECONDS) if PROFILE and n == 0 else []
                     phase_cpu = CpuMeter(groups)
                     phase_cpu.start()
@@ -262,8 +264,8 @@ async def bench() -> dict[str, Any]:
                     await watcher.wait_for(list(phase["sent"]), 120)
                     await asyncio.sleep(1)  # the monitor's share
                     phase_cpu_ms = phase_cpu.stop(len(phase["sent"]))
-                    stages_after = await stage_sums(processes)
-                    db_after = await db_counts(processes)
+                    scraped = await scrape(processes)
+                    stages_after, db_after = stage_sums(scraped), db_counts(scraped)
                     ms = [1000 * (watcher.seen[i] - t) for i, t in phase["sent"].items() if i in watcher.seen]
                     results[f"at_{target:g}_per_s"] = {
                         "achieved_rate_per_s": round(phase["rate"], 1),

@@ -204,23 +204,32 @@ def _execute_each(session: Session, target: Table | _Update, rows: list[dict[str
     if isinstance(target, Table):
         session.execute(insert(target), rows)
     elif isinstance(target, _Upsert):
-        session.execute(_upsert_statement(session, target, tuple(rows[0])), rows)
+        postgres = session.get_bind().dialect.name == "postgresql"
+        session.execute(_upsert_statement(target, tuple(rows[0]), postgres), rows)
     else:  # bind names apart from the columns' (SQLAlchemy keeps those for the SET clause)
-        table, key = target.table, target.key
-        others = [column for column in rows[0] if column != key]
+        others = tuple(column for column in rows[0] if column != target.key)
         if others:
-            stmt = update(table).where(table.c[key] == bindparam("_key")).values(
-                {column: bindparam(f"_v_{column}") for column in others})
-            session.execute(stmt, [{"_key": row[key], **{f"_v_{c}": row[c] for c in others}} for row in rows])
+            session.execute(_update_statement(target, others),
+                            [{"_key": row[target.key], **{f"_v_{c}": row[c] for c in others}} for row in rows])
 
 
-def _upsert_statement(session: Session, target: _Update, columns: tuple[str, ...]) -> Any:
-    values = (postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert)(target.table)
+# Built once per target and columns (SQLite writes every routing batch's state and leads this way, and
+# building a statement costs more than running it).
+@functools.lru_cache(maxsize=64)
+def _upsert_statement(target: _Update, columns: tuple[str, ...], postgres: bool) -> Any:
+    values = (postgresql.insert if postgres else sqlite.insert)(target.table)
     others = [column for column in columns if column != target.key]
     if not others:
         return values.on_conflict_do_nothing(index_elements=[target.key])
     return values.on_conflict_do_update(index_elements=[target.key],
                                         set_={column: values.excluded[column] for column in others})
+
+
+@functools.lru_cache(maxsize=64)
+def _update_statement(target: _Update, others: tuple[str, ...]) -> Any:
+    table = target.table
+    return update(table).where(table.c[target.key] == bindparam("_key")).values(
+        {column: bindparam(f"_v_{column}") for column in others})
 
 
 @functools.lru_cache(maxsize=64)
