@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import String, Table, bindparam, event, insert, text, update
+from sqlalchemy import URL, String, Table, bindparam, event, insert, make_url, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
@@ -55,6 +55,11 @@ async def unit_of_work(sessions: async_sessionmaker[AsyncSession]) -> AsyncItera
     """One transaction: commits when the block ends, rolls back when it raises."""
     async with sessions() as session, session.begin():
         yield session
+
+
+def asyncpg_dsn(url: str | URL) -> str:
+    """The DSN asyncpg itself takes for a SQLAlchemy PostgreSQL URL (`postgresql+asyncpg://...`)."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 def is_postgres(session: AsyncSession) -> bool:

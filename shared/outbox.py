@@ -19,20 +19,20 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from aiokafka.partitioner import DefaultPartitioner
-from sqlalchemy import delete, func, make_url, select, text, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy import event as sa_event
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
 from shared.config import Settings
-from shared.db import is_postgres, is_sqlite, notify_at_commit, stage_insert
+from shared.db import asyncpg_dsn, is_sqlite, notify_at_commit, stage_insert
 from shared.events import CloudEvent, encode, new_event
 from shared.kafka import LogWatch, ensure_topics, make_producer
 from shared.models import DeadLetter, OutboxMessage, ProcessedEvent, utcnow
-from shared.observability import stage
+from shared.observability import DB_STATEMENTS, DB_TRANSACTIONS, stage
 from shared.tasks import TaskGroup, every, retry_forever
 from shared.wakeup import OUTBOX_COMMITTED
 
@@ -62,6 +62,35 @@ async def dead_letters_waiting(session: AsyncSession) -> int:
                                     .where(DeadLetter.replayed_at.is_(None))) or 0)
 
 
+class _Unsent(NamedTuple):
+    """An outbox row to publish, as plain values (it outlives the transaction that read it)."""
+
+    id: int
+    topic: str
+    key: str
+    payload: bytes
+    created_at: datetime
+
+
+_TRY_LOCK = "SELECT pg_try_advisory_xact_lock($1)"
+# The oldest unsent rows, marked sent (and their attempt counted) by the transaction that publishes them.
+_CLAIM = ("UPDATE outbox SET sent_at = $1, attempts = attempts + 1 WHERE id IN "
+          "(SELECT id FROM outbox WHERE sent_at IS NULL ORDER BY id LIMIT $2) "
+          "RETURNING id, topic, key, payload, created_at")
+
+
+def _postgres_dsn(sessions: async_sessionmaker[AsyncSession]) -> str | None:
+    """The asyncpg DSN of the database `sessions` are bound to, when it is PostgreSQL."""
+    bind = sessions.kw.get("bind")
+    url = getattr(bind, "url", None)
+    return asyncpg_dsn(url) if url is not None and url.get_backend_name() == "postgresql" else None
+
+
+async def _end(transaction: Any, *, commit: bool) -> None:
+    await (transaction.commit() if commit else transaction.rollback())
+    DB_TRANSACTIONS.labels("commit" if commit else "rollback").inc()
+
+
 class OutboxRelay:
     def __init__(self, sessions: async_sessionmaker[AsyncSession], producer: Any, *, batch_size: int = 500,
                  poll_interval_s: float = 0.2, max_backoff_s: float = 5.0, lock_path: Path | None = None,
@@ -82,11 +111,15 @@ class OutboxRelay:
         self.max_backoff_s = max_backoff_s
         self.published = 0
         self.leadership: RelayLeadership | None = None  # PostgreSQL: publish only while leading
+        # PostgreSQL: the rounds run on a connection of the relay's own, through asyncpg (see `_round`).
+        self.dsn = _postgres_dsn(sessions)
+        self._connection: Any = None
 
     async def run(self) -> None:
         try:
             await self._run()
         finally:
+            await self._disconnect()
             if self.watch is not None:
                 await self.watch.close()
 
@@ -121,12 +154,15 @@ class OutboxRelay:
         """Publish the oldest unsent rows, in id order; their count, 0 when there were none, or LOCK_BUSY.
 
         One relay publishes at a time, so a lead's events keep their order. On PostgreSQL a
-        transaction-scoped advisory lock says which; its transaction reads the rows, waits for the broker
-        holding no row lock (it blocks no writer), then marks them and commits: one transaction a round.
+        transaction-scoped advisory lock says which, and its transaction claims the rows (marks them sent, one
+        `UPDATE .. RETURNING`), waits for the broker (the row locks block no writer: nothing else updates an
+        unsent row), then commits; when the broker fails, it rolls back and the rows stay unsent.
         On SQLite every transaction takes the database's write lock, so
         the rows are read in one short transaction and marked sent in another, the broker is waited for
         in between with no transaction open, and a lock on a file beside the database says which relay
         publishes."""
+        if self.dsn is not None:
+            return await self._round()
         if self.lock_path is not None:
             with _FileLock(self.lock_path) as held:
                 if not held:
@@ -135,18 +171,54 @@ class OutboxRelay:
                     rows = await self._unsent(session)
                 return await self._publish(rows)
         async with self.sessions() as session:
-            if is_postgres(session):
-                locked = await session.scalar(text("SELECT pg_try_advisory_xact_lock(:k)"),
-                                              {"k": RELAY_LOCK_KEY})
-                if not locked:
-                    await session.rollback()
-                    return LOCK_BUSY
-                sent = await self._publish(await self._unsent(session), marking=session)
-                await session.commit()
-                return sent
             rows = await self._unsent(session)
             await session.rollback()  # SQLite without a lock file (in memory): never wait for Kafka holding it
         return await self._publish(rows)
+
+    async def _round(self) -> int:
+        """PostgreSQL: one round in four round trips (BEGIN, the lock, the claim, COMMIT) on the relay's own
+        connection, through asyncpg itself: the relay runs for nearly every commit that adds events, and the same
+        round through the ORM session cost six times the CPU (2 ms a round, a millisecond a lead at 200 leads/s).
+        Rows come back in id order whatever order the claim returns them in."""
+        conn = await self._connect()
+        transaction = conn.transaction()
+        try:
+            await transaction.start()
+            DB_STATEMENTS.inc()
+            if not await conn.fetchval(_TRY_LOCK, RELAY_LOCK_KEY):
+                await _end(transaction, commit=False)
+                return LOCK_BUSY
+            DB_STATEMENTS.inc()
+            rows = sorted(_Unsent(*record) for record in await conn.fetch(_CLAIM, utcnow(), self.batch_size))
+            if not rows:
+                await _end(transaction, commit=False)
+                return 0
+            try:
+                acks = await self._send(rows)
+            except Exception as exc:
+                failed: Exception | None = exc
+            else:
+                failed = None
+            await _end(transaction, commit=failed is None)  # a rollback undoes the claim: the rows are unsent
+        except BaseException:
+            await self._disconnect()  # a failed statement or a cancellation mid-round: the next starts clean
+            raise
+        if failed is not None:
+            await self._count_failure([r.id for r in rows], failed)
+            raise failed
+        return await self._sent(rows, acks, utcnow())
+
+    async def _connect(self) -> Any:
+        import asyncpg  # PostgreSQL only
+
+        if self._connection is None or self._connection.is_closed():
+            self._connection = await asyncpg.connect(self.dsn, timeout=10)
+        return self._connection
+
+    async def _disconnect(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            connection.terminate()  # no round trip: a relay stopping or starting clean never waits on it
 
     async def verify(self) -> None:
         """Check that the broker still holds what this relay published; if it lost it (a broker restarted
@@ -182,28 +254,32 @@ class OutboxRelay:
                    OutboxMessage.created_at)
             .where(OutboxMessage.sent_at.is_(None)).order_by(OutboxMessage.id).limit(self.batch_size))).all())
 
-    async def _publish(self, rows: list[Any], marking: AsyncSession | None = None) -> int:
-        """Send `rows` and wait for every acknowledgement, then mark them sent (in `marking`, the caller's
-        transaction, else in one of their own); on failure count the attempt and raise, leaving them all
-        unsent (what did get through is sent again: a duplicate, which consumers skip by its id)."""
+    async def _publish(self, rows: list[Any]) -> int:
+        """Send `rows` and wait for every acknowledgement, then mark them sent in a transaction of their own;
+        on failure count the attempt and raise, leaving them all unsent (what did get through is sent again: a
+        duplicate, which consumers skip by its id)."""
         if not rows:
             return 0
         ids = [r.id for r in rows]
         try:
             acks = await self._send(rows)
         except Exception as exc:
-            async with self.sessions() as session, session.begin():
-                await session.execute(update(OutboxMessage).where(OutboxMessage.id.in_(ids)).values(
-                    attempts=OutboxMessage.attempts + 1, last_error=str(exc)[:500]))
+            await self._count_failure(ids, exc)
             raise
         now = utcnow()
-        mark = update(OutboxMessage).where(OutboxMessage.id.in_(ids)).values(sent_at=now,
-                                                                            attempts=OutboxMessage.attempts + 1)
-        if marking is not None:  # PostgreSQL: the transaction that read them (and holds the lock) marks them
-            await marking.execute(mark)
-        else:
-            async with self.sessions() as session, session.begin():
-                await session.execute(mark)
+        async with self.sessions() as session, session.begin():
+            await session.execute(update(OutboxMessage).where(OutboxMessage.id.in_(ids)).values(
+                sent_at=now, attempts=OutboxMessage.attempts + 1))
+        return await self._sent(rows, acks, now)
+
+    async def _count_failure(self, ids: list[int], exc: Exception) -> None:
+        async with self.sessions() as session, session.begin():
+            await session.execute(update(OutboxMessage).where(OutboxMessage.id.in_(ids)).values(
+                attempts=OutboxMessage.attempts + 1, last_error=str(exc)[:500]))
+
+    async def _sent(self, rows: list[Any], acks: list[tuple[str, int, int, int]], now: datetime) -> int:
+        """Bookkeeping once `rows` are on the log and marked sent: the relay stage, and the offsets the broker
+        must keep (a partition acknowledged below what it acknowledged before lost its log: publish again)."""
         self.published += len(rows)
         for row in rows:
             RELAY_STAGE.observe(max(0.0, (now - row.created_at).total_seconds()))
@@ -342,7 +418,7 @@ class RelayLeadership:
     lost). Reconnects when its connection drops."""
 
     def __init__(self, url: str, *, defer_s: float = 0.0, preferred: bool = False) -> None:
-        self.dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+        self.dsn = asyncpg_dsn(url)
         self.defer_s = defer_s
         self.preferred = preferred  # a preferred standby asks a leader that is not preferred to hand over
         self.is_leader = asyncio.Event()
