@@ -204,6 +204,9 @@ async def _insert_ignore(session: AsyncSession, model: type[Base], values: dict[
 _INSERT_IGNORE: dict[tuple[bool, type[Base]], Any] = {
     (pg, model): (postgresql.insert if pg else sqlite.insert)(cast(Table, model.__table__)).on_conflict_do_nothing()
     for pg in (True, False) for model in (Lead, WebhookReceipt)}
+_INSERT_NEW = {pg: _INSERT_IGNORE[(pg, Lead)].returning(Lead.lead_id) for pg in (True, False)}
+_CLAIM_NEW = {pg: _INSERT_IGNORE[(pg, WebhookReceipt)].returning(WebhookReceipt.source, WebhookReceipt.webhook_id)
+              for pg in (True, False)}
 
 
 async def _by_external_id(session: AsyncSession, source: str, external_id: str) -> Lead | None:
@@ -239,8 +242,7 @@ async def ingest_many(session: AsyncSession, items: list[tuple[str, LeadIn, str 
     inserted: set[str] = set()
     if fresh:
         rows = [{c.key: getattr(lead, c.key) for c in Lead.__table__.columns} for lead in fresh]
-        stmt = _INSERT_IGNORE[(is_postgres(session), Lead)].returning(Lead.lead_id)
-        inserted = set((await session.scalars(stmt, rows)).all())
+        inserted = set((await session.scalars(_INSERT_NEW[is_postgres(session)], rows)).all())
     await _claim_many(session, [(src, wid, lead.lead_id) for lead, (src, _, wid) in zip(leads, items, strict=True)
                                 if wid and lead.lead_id in inserted], now)
     results = []
@@ -257,10 +259,8 @@ async def _claim_many(session: AsyncSession, claims: list[tuple[str, str, str]],
     """`_claim` for the new leads of a batch, in one statement: (source, webhook-id, lead id) each."""
     if not claims:
         return
-    stmt = _INSERT_IGNORE[(is_postgres(session), WebhookReceipt)].returning(WebhookReceipt.source,
-                                                                             WebhookReceipt.webhook_id)
     rows = [{"source": src, "webhook_id": wid, "lead_id": lead_id, "received_at": now} for src, wid, lead_id in claims]
-    stored = {(src, wid) for src, wid in (await session.execute(stmt, rows)).all()}
+    stored = {(src, wid) for src, wid in (await session.execute(_CLAIM_NEW[is_postgres(session)], rows)).all()}
     taken = {(src, wid) for src, wid, _ in claims} - stored
     if taken:
         raise WebhookTaken(f"webhook-id(s) {sorted(taken)!r} were stored concurrently")

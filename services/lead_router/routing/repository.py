@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, Integer, func, literal, null, select, text, union_all
+from sqlalchemy import JSON, Integer, bindparam, func, literal, null, select, text, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.lead_router.lead.states import ROUTABLE
@@ -25,7 +25,11 @@ class RoutingRepository:
     async def lock_routing(self) -> None:
         """Serialize routing decisions across instances (SQLite's write lock already does)."""
         if is_postgres(self.session):
-            await self.session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": ROUTING_LOCK_KEY})
+            await self.session.execute(_LOCK)
+
+    async def any_waiting(self, lead_ids: list[str]) -> bool:
+        """Whether any of `lead_ids` is waiting to be routed (no lock taken, no lead loaded)."""
+        return await self.session.scalar(_ANY_WAITING, {"ids": lead_ids}) is not None
 
     async def waiting_leads(self, lead_ids: list[str]) -> tuple[list[Lead], int | None]:
         """The leads among `lead_ids` still waiting to be routed, locked, in id order; and the version of
@@ -33,9 +37,7 @@ class RoutingRepository:
         routing lock: the statement's snapshot is taken after the lock was granted, so the version is as new
         as any partner or rule set a decision could see (read in the lock's statement, it would come from a
         snapshot taken before the wait, and a change committed meanwhile would be missed)."""
-        rows = (await self.session.execute(
-            select(Lead, _VERSION.scalar_subquery()).where(Lead.lead_id.in_(lead_ids), Lead.status.in_(ROUTABLE))
-            .order_by(Lead.lead_id).with_for_update(of=Lead))).all()
+        rows = (await self.session.execute(_WAITING, {"ids": lead_ids})).all()
         return [lead for lead, _ in rows], (rows[0][1] if rows else None)
 
     async def states_and_loads(self) -> tuple[dict[str, dict[str, Any]], dict[str, int]]:
@@ -64,7 +66,14 @@ class RoutingRepository:
         return out
 
 
+# Built once (the hot path: a routing transaction per webhook at moderate rates): a statement built per call
+# costs its construction and its cache key every time, more CPU than the round trip it makes.
 _VERSION = select(RoutingInputsVersion.version).where(RoutingInputsVersion.id == 1)
+_LOCK = text("SELECT pg_advisory_xact_lock(:k)").bindparams(k=ROUTING_LOCK_KEY)
+_WAITING_WHERE = (Lead.lead_id.in_(bindparam("ids", expanding=True)), Lead.status.in_(ROUTABLE))
+_ANY_WAITING = select(Lead.lead_id).where(*_WAITING_WHERE).limit(1)
+_WAITING = (select(Lead, _VERSION.scalar_subquery()).where(*_WAITING_WHERE).order_by(Lead.lead_id)
+            .with_for_update(of=Lead))
 _STATES_AND_LOADS = union_all(
     select(literal("state"), RoutingState.rule, RoutingState.state, null().cast(Integer)),
     select(literal("load"), PartnerLoad.partner_id, null().cast(JSON), PartnerLoad.open_leads))

@@ -16,7 +16,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from services.lead_router.intake.schemas import LeadIn
 from services.lead_router.lead import timeline
-from services.lead_router.lead.states import NURTURING, OFFERED, RECEIVED, ROUTABLE, UNROUTABLE
+from services.lead_router.lead.states import NURTURING, OFFERED, RECEIVED, UNROUTABLE
 from services.lead_router.metrics.service import Scorecards, scorecards
 from services.lead_router.notify import service as notify
 from services.lead_router.partner.repository import PartnerRepository
@@ -165,10 +165,9 @@ async def route_leads(session: AsyncSession, lead_ids: Sequence[str], *, setting
     # here: a batch with no lead waiting costs one read and, on PostgreSQL, never queues for the routing lock
     # (on SQLite every transaction holds the database's write lock anyway). A lead read
     # as not waiting cannot start waiting again without a later event (rejected, recalled, re-scored).
-    if look_first and not await session.scalar(select(Lead.lead_id).where(Lead.lead_id.in_(wanted),
-                                                                         Lead.status.in_(ROUTABLE)).limit(1)):
-        return []
     repo = RoutingRepository(session)
+    if look_first and not await repo.any_waiting(wanted):
+        return []
     await repo.lock_routing()
     rows, version = await repo.waiting_leads(wanted)
     by_id = {lead.lead_id: lead for lead in rows}
