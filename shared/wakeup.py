@@ -11,7 +11,7 @@ import asyncio
 
 from sqlalchemy import event as sa_event
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, SessionTransaction
 
 _signals: dict[str, CommitSignal] = {}
 
@@ -61,7 +61,12 @@ def _after_commit(session: Session) -> None:
             signal.event.set()
 
 
-@sa_event.listens_for(Session, "after_rollback")
-def _after_rollback(session: Session) -> None:
+@sa_event.listens_for(Session, "after_soft_rollback")
+def _after_rollback(session: Session, previous_transaction: SessionTransaction) -> None:
+    """The transaction rolled back: nothing to wake for. A savepoint's rollback keeps the mark: work staged
+    before the savepoint still commits with the transaction (work staged inside it is dropped with it, and
+    the commit then wakes the task for nothing, which costs it one look)."""
+    if previous_transaction.nested:
+        return
     for key in [k for k in session.info if isinstance(k, str) and k.startswith("wake:")]:
         session.info.pop(key, None)

@@ -34,6 +34,22 @@ async def test_a_commit_wakes_the_waiting_task_and_a_rollback_does_not(app: Fast
     assert time.monotonic() - began < 1
 
 
+async def test_a_savepoint_rolled_back_keeps_the_wake_up_for_what_was_staged_before_it(app: FastAPI) -> None:
+    """Events staged before a savepoint that rolls back commit with the transaction, and that commit wakes the
+    relay (it used to wait for the relay's poll: the savepoint's rollback took the mark back)."""
+    signal = CommitSignal("test-savepoint")
+    waiting = asyncio.create_task(signal.wait(5))
+    await asyncio.sleep(0.05)
+    async with app.state.sessions() as session, session.begin():
+        await session.execute(text("SELECT 1"))
+        signal.mark(session)
+        savepoint = await session.begin_nested()
+        await session.execute(text("SELECT 2"))
+        await savepoint.rollback()
+        assert session.in_transaction()
+    await asyncio.wait_for(waiting, 2)
+
+
 async def test_postgres_commits_with_events_notify_the_leading_relay(app: FastAPI, db_url: str,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """A transaction that adds events sends one NOTIFY when it commits (none on a rollback, none for a
