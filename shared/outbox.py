@@ -316,6 +316,7 @@ class OutboxRelay:
             try:
                 for tp, chain in chains.items():
                     if step < len(chain):
+                        chain[step].builder.close()  # complete: sent at once (open, it waits `linger_ms`)
                         future = await self.producer.send_batch(chain[step].builder, tp[0], partition=tp[1])
                         sent.append((tp, chain[step].records, future))
             except Exception:  # the batches already handed over are awaited all the same

@@ -141,3 +141,27 @@ async def test_a_round_finds_the_lock_held_by_another_relay(
     finally:
         await holder.close()
         await relay._disconnect()
+
+
+async def test_a_round_hands_the_producer_closed_batches(
+        sessions: async_sessionmaker[AsyncSession], topic_and_producer) -> None:  # type: ignore[no-untyped-def]
+    """aiokafka holds an open batch for the producer's `linger_ms` before sending it; the relay's batches are
+    complete when handed over, so they are closed and go out at once (a round took 1.2 ms longer)."""
+    topic, producer = topic_and_producer
+    handed: list[bool] = []
+
+    class Watching:
+        def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+            return getattr(producer, name)
+
+        async def send_batch(self, batch, topic: str, *, partition: int):  # type: ignore[no-untyped-def]
+            handed.append(batch.closed())
+            return await producer.send_batch(batch, topic, partition=partition)
+
+    await stage(sessions, topic, 5)
+    relay = OutboxRelay(sessions, Watching())
+    try:
+        assert await relay.publish_batch() == 5
+    finally:
+        await relay._disconnect()
+    assert handed and all(handed)
