@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
+import httpx
 from fastapi import FastAPI
+from sqlalchemy import update
 
-from shared.models import OutboxMessage, ProcessedEvent, utcnow
+from services.lead_router.app import purge_history
+from shared.models import OutboxMessage, ProcessedEvent, WebhookAttempt, WebhookDelivery, WebhookReceipt, utcnow
 from shared.outbox import purge_old
 from shared.tasks import every
-from tests.fixtures.builders import rows
+from tests.fixtures.builders import make_partner, post_lead, rows
 
 
 async def test_old_published_rows_and_processed_ids_go(app: FastAPI) -> None:
@@ -25,6 +28,38 @@ async def test_old_published_rows_and_processed_ids_go(app: FastAPI) -> None:
     assert await purge_old(app.state.sessions) == (1, 1)
     assert sorted(r.event_id for r in await rows(app, OutboxMessage)) == ["e1", "e2", "e3"]  # e1: never sent
     assert [r.event_id for r in await rows(app, ProcessedEvent)] == ["new"]
+
+
+async def test_ended_notifications_and_old_webhook_ids_go_after_30_days(
+        app: FastAPI, client: httpx.AsyncClient, admin: dict[str, str]) -> None:
+    """A delivery goes 30 days after it ended (delivered, or its last retry window closed), its attempts with
+    it; a pending one never. A webhook-id is forgotten 30 days after it came; its lead stays."""
+    await make_partner(client, admin, "p1")
+    old, recent, now = utcnow() - timedelta(days=31), utcnow() - timedelta(days=29), utcnow()
+    deliveries = {  # delivery_id: (status, delivered_at, give_up_at)
+        "delivered-old": ("delivered", old, old), "delivered-recent": ("delivered", recent, old),
+        "failed-old": ("failed", None, old), "failed-retried": ("failed", None, recent),
+        "disabled-old": ("disabled", None, old), "pending-old": ("pending", None, old)}
+    async with app.state.sessions() as session, session.begin():
+        for delivery_id, (status, delivered_at, give_up_at) in deliveries.items():
+            session.add(WebhookDelivery(delivery_id=delivery_id, partner_id="p1", lead_id="l", type="x",
+                                        status=status, payload={}, attempts=1, give_up_at=give_up_at,
+                                        delivered_at=delivered_at, created_at=old, next_attempt_at=now))
+        await session.flush()
+        session.add_all([WebhookAttempt(delivery_id=d, at=old, status_code=500) for d in deliveries])
+    kept_id = (await post_lead(client, headers={"webhook-id": "msg-old"}, external_id="a", email="a@x.com")).json()
+    await post_lead(client, headers={"webhook-id": "msg-new"}, external_id="b", email="b@x.com")
+    async with app.state.sessions() as session, session.begin():
+        await session.execute(update(WebhookReceipt).where(WebhookReceipt.webhook_id == "msg-old")
+                              .values(received_at=old))
+
+    assert await purge_history(app.state.sessions) == (3, 1)
+    left = {"delivered-recent", "failed-retried", "pending-old"}
+    assert {d.delivery_id for d in await rows(app, WebhookDelivery)} == left
+    assert {a.delivery_id for a in await rows(app, WebhookAttempt)} == left
+    assert [r.webhook_id for r in await rows(app, WebhookReceipt)] == ["msg-new"]
+    again = await post_lead(client, headers={"webhook-id": "msg-old"}, external_id="a", email="a@x.com")
+    assert again.json() == {**kept_id, "duplicate": True}  # still merged into its lead by (source, external_id)
 
 
 async def test_a_periodic_task_outlives_its_failures() -> None:

@@ -9,13 +9,16 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 from aiokafka.errors import KafkaError
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.lead_router.intake.endpoints import router as intake_router
+from services.lead_router.intake.service import purge_receipts
 from services.lead_router.intake.writer import IngestWriter
 from services.lead_router.lead.endpoints import admin_router as leads_router
 from services.lead_router.lead.endpoints import partner_router
@@ -42,7 +45,7 @@ from shared.limits import BodyGuard
 from shared.models import Lead, utcnow
 from shared.observability import RequestMetrics, install_probes
 from shared.outbox import backlog, dead_letters_waiting, start_relay
-from shared.tasks import TaskGroup, retry_forever
+from shared.tasks import TaskGroup, every, retry_forever
 
 log = logging.getLogger("lead_router")
 
@@ -72,6 +75,18 @@ async def _run_kafka_parts(app: FastAPI, settings: Settings) -> None:
                                handlers={**sla_handlers(settings), "sla.clock_ended": handle_clock_ended},
                                background=True)
         group.start("recall-consumer", recalls.run())
+
+
+HISTORY_RETENTION = timedelta(days=30)
+
+
+async def purge_history(sessions: async_sessionmaker[AsyncSession],
+                        retention: timedelta = HISTORY_RETENTION) -> tuple[int, int]:
+    """Delete partner notifications that ended more than `retention` ago (the admin's delivery log keeps
+    30 days) and webhook ids received before then; returns (deliveries, webhook ids) deleted."""
+    before = utcnow() - retention
+    async with sessions() as session, session.begin():
+        return await DeliveryRepository(session).purge_ended(before), await purge_receipts(session, before)
 
 
 def router_group(settings: Settings) -> str:
@@ -116,6 +131,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.delivery_worker = DeliveryWorker(app.state.sessions, settings, attempts_counter=webhook_attempts)
         if settings.run_router:
             app.state.tasks.start("reconciler", reconcile_forever(app.state.sessions, settings))
+            app.state.tasks.start("history-retention", every(3600, "purging ended deliveries and old webhook ids",
+                                                             lambda: purge_history(app.state.sessions),
+                                                             first_after_s=60))
         if settings.run_router or settings.route_on_intake:  # where offers are made, partners are told at once
             app.state.tasks.start("webhook-delivery", app.state.delivery_worker.run())
         app.state.lag = GroupLag(settings, router_group(settings), settings.leads_topic)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Table, select, text
+from sqlalchemy import CursorResult, Table, delete, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -272,3 +272,10 @@ async def _known_webhooks(session: AsyncSession, keys: list[tuple[str, str]]) ->
     rows = await session.execute(select(WebhookReceipt.source, WebhookReceipt.webhook_id).where(
         WebhookReceipt.webhook_id.in_([wid for _, wid in keys])))
     return {(src, wid) for src, wid in rows.all()} & set(keys)
+
+
+async def purge_receipts(session: AsyncSession, before: datetime) -> int:
+    """Forget `webhook-id`s received before `before`: senders stop redelivering within days, and a later
+    delivery of a known lead is still merged into it by `(source, external_id)`."""
+    result = await session.execute(delete(WebhookReceipt).where(WebhookReceipt.received_at < before))
+    return int(getattr(result, "rowcount", 0) or 0)

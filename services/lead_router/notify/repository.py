@@ -3,7 +3,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
-from sqlalchemy import func, select, update
+from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.models import Partner, WebhookDelivery
@@ -63,3 +63,13 @@ class DeliveryRepository:
         if oldest is not None and oldest.tzinfo is None:
             oldest = oldest.replace(tzinfo=UTC)
         return int(count), oldest
+
+    async def purge_ended(self, before: datetime) -> int:
+        """Delete deliveries that ended before `before`, their attempts with them: delivered then, or failed or
+        disabled with their last window (`give_up_at`, renewed by a retry) closed then. Pending ones stay."""
+        result = await self.session.execute(
+            delete(WebhookDelivery).where(or_(
+                and_(WebhookDelivery.status == DELIVERED, WebhookDelivery.delivered_at < before),
+                and_(WebhookDelivery.status.in_((FAILED, DISABLED)), WebhookDelivery.give_up_at < before)))
+            .execution_options(synchronize_session=False))
+        return int(getattr(result, "rowcount", 0) or 0)
