@@ -123,8 +123,7 @@ def stage_upsert(session: AsyncSession | Session, model: type[DeclarativeBase], 
 
 
 def _stage(session: AsyncSession | Session, target: Table | _Update, row: dict[str, Any]) -> None:
-    sync = session.sync_session if isinstance(session, AsyncSession) else session
-    sync.info.setdefault(_STAGED, []).append((sync.get_nested_transaction(), target, row))
+    session.info.setdefault(_STAGED, []).append((current_savepoint(session), target, row))
 
 
 def notify_at_commit(session: Session, channel: str) -> None:
@@ -273,13 +272,39 @@ def _staged_statement(shape: tuple[tuple[Table | _Update, tuple[str, ...], int],
 
 @event.listens_for(Session, "after_soft_rollback")
 def _drop_staged(session: Session, previous_transaction: SessionTransaction) -> None:
-    if not previous_transaction.nested:  # the transaction itself
-        session.info.pop(_STAGED, None)
+    if rolled_back_savepoint(previous_transaction) is None:  # the transaction itself
         session.info.pop(_NOTIFY, None)
+    drop_rolled_back(session, _STAGED, previous_transaction)
+
+
+def rolled_back_savepoint(previous_transaction: SessionTransaction) -> SessionTransaction | None:
+    """In an `after_soft_rollback` listener: the savepoint that rollback undid, or None when it undid the
+    transaction itself. A flush that fails inside a savepoint rolls back the flush's own sub-transaction, which
+    is not nested: what it undid is the nearest savepoint above it (or, with none, the transaction)."""
+    transaction: SessionTransaction | None = previous_transaction
+    while transaction is not None and not transaction.nested:
+        transaction = transaction.parent
+    return transaction
+
+
+def current_savepoint(session: AsyncSession | Session) -> SessionTransaction | None:
+    """The innermost savepoint open now (None outside any): what to record with work kept in `Session.info`
+    until commit, so a savepoint's rollback can drop the work done in it (`drop_rolled_back`)."""
+    sync = session.sync_session if isinstance(session, AsyncSession) else session
+    return sync.get_nested_transaction()
+
+
+def drop_rolled_back(session: Session, key: str, previous_transaction: SessionTransaction) -> None:
+    """For an `after_soft_rollback` listener: `session.info[key]` is a list of entries whose first item is
+    `current_savepoint()` when each was added; drop those the rollback undid (all, when it undid the
+    transaction; those added in the savepoint or in one inside it, when it undid a savepoint)."""
+    savepoint = rolled_back_savepoint(previous_transaction)
+    if savepoint is None:
+        session.info.pop(key, None)
         return
-    staged = session.info.get(_STAGED)
-    if staged:  # a savepoint: drop what was staged in it or in a savepoint inside it
-        session.info[_STAGED] = [entry for entry in staged if not _within(entry[0], previous_transaction)]
+    entries = session.info.get(key)
+    if entries:
+        session.info[key] = [entry for entry in entries if not _within(entry[0], savepoint)]
 
 
 def _within(transaction: SessionTransaction | None, savepoint: SessionTransaction) -> bool:

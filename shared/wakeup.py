@@ -13,6 +13,8 @@ from sqlalchemy import event as sa_event
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session, SessionTransaction
 
+from shared.db import rolled_back_savepoint
+
 _signals: dict[str, CommitSignal] = {}
 
 
@@ -66,7 +68,7 @@ def _after_rollback(session: Session, previous_transaction: SessionTransaction) 
     """The transaction rolled back: nothing to wake for. A savepoint's rollback keeps the mark: work staged
     before the savepoint still commits with the transaction (work staged inside it is dropped with it, and
     the commit then wakes the task for nothing, which costs it one look)."""
-    if previous_transaction.nested:
+    if rolled_back_savepoint(previous_transaction) is not None:
         return
     for key in [k for k in session.info if isinstance(k, str) and k.startswith("wake:")]:
         session.info.pop(key, None)

@@ -10,10 +10,11 @@ from collections.abc import AsyncIterator
 
 import pytest
 from sqlalchemy import delete, event, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.db import create_engine, session_factory, stage_insert, stage_update, stage_upsert
-from shared.models import Lead, LeadEvent, OutboxMessage, utcnow
+from shared.models import Lead, LeadEvent, OutboxMessage, ProcessedEvent, utcnow
 from shared.outbox import add_event
 
 TOPIC = "staged.leads"
@@ -126,6 +127,29 @@ async def test_a_savepoint_rolled_back_takes_its_events_with_it(sessions: async_
             add_event(session, topic=TOPIC, name="lead.accepted", source="/test", subject=subject,
                       data={})
     assert await events_of(sessions, subject) == ["leadrouter.lead.received", "leadrouter.lead.accepted"]
+
+
+async def test_a_savepoint_whose_flush_fails_keeps_what_was_staged_before_it(
+        sessions: async_sessionmaker[AsyncSession]) -> None:
+    """The way savepoints fail here (an insert meeting a unique key, caught, the transaction going on): the
+    failed flush rolls back its own sub-transaction inside the savepoint, which is not a savepoint itself. The
+    events staged before the savepoint are written at commit (they were all dropped), those staged in it not."""
+    subject, key = str(uuid.uuid4()), str(uuid.uuid4())
+    async with sessions() as session, session.begin():
+        session.add(ProcessedEvent(consumer="staged-test", event_id=key))
+    try:
+        async with sessions() as session, session.begin():
+            add_event(session, topic=TOPIC, name="lead.received", source="/test", subject=subject, data={})
+            with pytest.raises(IntegrityError):
+                async with session.begin_nested():
+                    add_event(session, topic=TOPIC, name="lead.routed", source="/test", subject=subject, data={})
+                    session.add(ProcessedEvent(consumer="staged-test", event_id=key))
+                    await session.flush()
+            add_event(session, topic=TOPIC, name="lead.accepted", source="/test", subject=subject, data={})
+        assert await events_of(sessions, subject) == ["leadrouter.lead.received", "leadrouter.lead.accepted"]
+    finally:
+        async with sessions() as session, session.begin():
+            await session.execute(delete(ProcessedEvent).where(ProcessedEvent.consumer == "staged-test"))
 
 
 async def test_staged_updates_ride_with_the_inserts_and_the_last_of_a_row_wins(

@@ -20,9 +20,10 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer
 from sqlalchemy import event as sa_event
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, SessionTransaction
 
 from shared.config import Settings
+from shared.db import current_savepoint, drop_rolled_back
 from shared.events import CloudEvent
 from shared.models import SlaAlert, SlaClock
 
@@ -100,19 +101,19 @@ def monitor_sessions(engine: AsyncEngine, hub: Hub) -> async_sessionmaker[AsyncS
 def schedule(session: AsyncSession, clock: SlaClock) -> None:
     """After commit, have the scheduler watch this clock's due time."""
     if clock.armed and clock.status == "open":
-        session.info.setdefault(_DUE_KEY, []).append((clock.due_at, clock.clock_id))
+        session.info.setdefault(_DUE_KEY, []).append((current_savepoint(session), clock.due_at, clock.clock_id))
 
 
 def notify(session: AsyncSession, alert: SlaAlert) -> None:
     """After commit, tell the stream's subscribers about this new or changed alert (once per commit)."""
-    session.info.setdefault(_ALERTS_KEY, {})[alert.alert_id] = alert
+    session.info.setdefault(_ALERTS_KEY, []).append((current_savepoint(session), alert))
 
 
 @sa_event.listens_for(Session, "after_commit")
 def _after_commit(session: Session) -> None:
     hub = session.info.get(HUB_KEY)
-    due = session.info.pop(_DUE_KEY, None) or []
-    alerts = session.info.pop(_ALERTS_KEY, None) or {}
+    due = [(due_at, clock_id) for _, due_at, clock_id in session.info.pop(_DUE_KEY, None) or []]
+    alerts = {alert.alert_id: alert for _, alert in session.info.pop(_ALERTS_KEY, None) or []}
     if hub is None or not (due or alerts):
         return
     try:
@@ -121,10 +122,11 @@ def _after_commit(session: Session) -> None:
         log.exception("after-commit hand-over failed")
 
 
-@sa_event.listens_for(Session, "after_rollback")
-def _after_rollback(session: Session) -> None:
-    session.info.pop(_DUE_KEY, None)
-    session.info.pop(_ALERTS_KEY, None)
+@sa_event.listens_for(Session, "after_soft_rollback")
+def _after_rollback(session: Session, previous_transaction: SessionTransaction) -> None:
+    """A rollback takes back what it undid: everything, or what was added in the savepoint it undid."""
+    drop_rolled_back(session, _DUE_KEY, previous_transaction)
+    drop_rolled_back(session, _ALERTS_KEY, previous_transaction)
 
 
 ALERT_EVENTS = ("sla.breached", "sla.resolved", "sla.acknowledged")

@@ -14,13 +14,14 @@ from dataclasses import dataclass, field
 from sqlalchemy import event as sa_event
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, SessionTransaction
 
 from services.lead_router.source.repository import SourceRepository
 from services.lead_router.source.schemas import HMAC_TYPES, SourceAuthRead, SourceRead, SourceUpsert
 from services.lead_router.source.signatures import hash_token
 from shared.config import Settings
 from shared.crypto import SecretKeyMissing, SecretUnreadable, decrypt, encrypt
+from shared.db import rolled_back_savepoint
 from shared.errors import Conflict, NotFound, ValidationFailed
 from shared.models import Source, utcnow
 
@@ -35,9 +36,10 @@ def _after_commit(session: Session) -> None:
         _generation += 1
 
 
-@sa_event.listens_for(Session, "after_rollback")
-def _after_rollback(session: Session) -> None:
-    session.info.pop(CHANGED, None)
+@sa_event.listens_for(Session, "after_soft_rollback")
+def _after_rollback(session: Session, previous_transaction: SessionTransaction) -> None:
+    if rolled_back_savepoint(previous_transaction) is None:  # a savepoint's rollback: a change before it stands
+        session.info.pop(CHANGED, None)
 
 
 @dataclass(frozen=True)
