@@ -80,10 +80,11 @@ _CLAIM = ("UPDATE outbox SET sent_at = $1, attempts = attempts + 1 WHERE id IN "
 
 
 def _postgres_dsn(sessions: async_sessionmaker[AsyncSession]) -> str | None:
-    """The asyncpg DSN of the database `sessions` are bound to, when it is PostgreSQL."""
-    bind = sessions.kw.get("bind")
-    url = getattr(bind, "url", None)
-    return asyncpg_dsn(url) if url is not None and url.get_backend_name() == "postgresql" else None
+    """The asyncpg DSN of the database `sessions` are bound to, when it is PostgreSQL (None: SQLite)."""
+    engine = getattr(sessions.kw.get("bind"), "engine", None)
+    if engine is None:  # unbound, or per-table binds: which database publishes, and with what lock, is unknown
+        raise ValueError("the outbox relay needs sessions bound to one engine")
+    return asyncpg_dsn(engine.url) if engine.url.get_backend_name() == "postgresql" else None
 
 
 async def _end(transaction: Any, *, commit: bool) -> None:
@@ -119,7 +120,7 @@ class OutboxRelay:
         try:
             await self._run()
         finally:
-            await self._disconnect()
+            await self.close()
             if self.watch is not None:
                 await self.watch.close()
 
@@ -214,6 +215,10 @@ class OutboxRelay:
         if self._connection is None or self._connection.is_closed():
             self._connection = await asyncpg.connect(self.dsn, timeout=10)
         return self._connection
+
+    async def close(self) -> None:
+        """Close the relay's own connection (PostgreSQL); `run()` does it when it ends."""
+        await self._disconnect()
 
     async def _disconnect(self) -> None:
         connection, self._connection = self._connection, None

@@ -10,7 +10,15 @@ from fastapi import FastAPI
 from sqlalchemy import update
 
 from services.lead_router.app import purge_history
-from shared.models import OutboxMessage, ProcessedEvent, WebhookAttempt, WebhookDelivery, WebhookReceipt, utcnow
+from shared.models import (
+    Lead,
+    OutboxMessage,
+    ProcessedEvent,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookReceipt,
+    utcnow,
+)
 from shared.outbox import purge_old
 from shared.tasks import every
 from tests.fixtures.builders import make_partner, post_lead, rows
@@ -33,7 +41,8 @@ async def test_old_published_rows_and_processed_ids_go(app: FastAPI) -> None:
 async def test_ended_notifications_and_old_webhook_ids_go_after_30_days(
         app: FastAPI, client: httpx.AsyncClient, admin: dict[str, str]) -> None:
     """A delivery goes 30 days after it ended (delivered, or its last retry window closed), its attempts with
-    it; a pending one never. A webhook-id is forgotten 30 days after it came; its lead stays."""
+    it; a pending one never. A webhook-id is forgotten 30 days after it came once its lead is closed (a late
+    redelivery still finds the lead by external id, and a closed lead does not change); an open lead's stays."""
     await make_partner(client, admin, "p1")
     old, recent, now = utcnow() - timedelta(days=31), utcnow() - timedelta(days=29), utcnow()
     deliveries = {  # delivery_id: (status, delivered_at, give_up_at)
@@ -47,19 +56,22 @@ async def test_ended_notifications_and_old_webhook_ids_go_after_30_days(
                                         delivered_at=delivered_at, created_at=old, next_attempt_at=now))
         await session.flush()
         session.add_all([WebhookAttempt(delivery_id=d, at=old, status_code=500) for d in deliveries])
-    kept_id = (await post_lead(client, headers={"webhook-id": "msg-old"}, external_id="a", email="a@x.com")).json()
-    await post_lead(client, headers={"webhook-id": "msg-new"}, external_id="b", email="b@x.com")
+    closed = (await post_lead(client, headers={"webhook-id": "msg-old"}, external_id="a", email="a@x.com")).json()
+    await post_lead(client, headers={"webhook-id": "msg-open"}, external_id="b", email="b@x.com")
+    await post_lead(client, headers={"webhook-id": "msg-new"}, external_id="c", email="c@x.com")
     async with app.state.sessions() as session, session.begin():
-        await session.execute(update(WebhookReceipt).where(WebhookReceipt.webhook_id == "msg-old")
+        await session.execute(update(WebhookReceipt).where(WebhookReceipt.webhook_id.in_(("msg-old", "msg-open")))
                               .values(received_at=old))
+        await session.execute(update(Lead).where(Lead.lead_id == closed["lead_id"]).values(status="lost"))
 
     assert await purge_history(app.state.sessions) == (3, 1)
     left = {"delivered-recent", "failed-retried", "pending-old"}
     assert {d.delivery_id for d in await rows(app, WebhookDelivery)} == left
     assert {a.delivery_id for a in await rows(app, WebhookAttempt)} == left
-    assert [r.webhook_id for r in await rows(app, WebhookReceipt)] == ["msg-new"]
-    again = await post_lead(client, headers={"webhook-id": "msg-old"}, external_id="a", email="a@x.com")
-    assert again.json() == {**kept_id, "duplicate": True}  # still merged into its lead by (source, external_id)
+    assert sorted(r.webhook_id for r in await rows(app, WebhookReceipt)) == ["msg-new", "msg-open"]  # open: kept
+    again = await post_lead(client, headers={"webhook-id": "msg-old"}, external_id="a", email="a@x.com", score=5)
+    assert again.json() == {"lead_id": closed["lead_id"], "status": "lost", "duplicate": True}  # by external_id
+    assert [lead.score for lead in await rows(app, Lead, Lead.lead_id == closed["lead_id"])] == [82]  # unchanged
 
 
 async def test_a_periodic_task_outlives_its_failures() -> None:

@@ -133,6 +133,7 @@ async def test_after_the_topic_came_back_smaller_the_relay_publishes_where_consu
                 break
         assert converged, f"still publishing to {sorted(relay.marks)} of a topic with partitions {recreated}"
         assert await unsent(sessions) == 0
+        await relay.close()
         assert relay.watch is not None and await relay.watch.lost(relay.marks) == []
     finally:
         await producer.stop()

@@ -62,6 +62,7 @@ async def test_a_poison_event_is_parked_and_the_partition_flows(
         assert await replay_dead_letters(settings, None) == 1
         relay = OutboxRelay(sessions, producer)
         assert await relay.publish_batch() == 2  # the copy for <prefix>.dlq and the replay
+        await relay.close()
         for _ in range(200):
             if 1 in handled:
                 break

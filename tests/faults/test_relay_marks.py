@@ -45,5 +45,7 @@ async def test_two_relays_taking_turns_publish_each_event_once(
         assert await unsent(sessions) == 0
         records = await read_events(bootstrap, settings.leads_topic, until=lambda evs: len(evs) >= len(ids))
         assert sorted(ev.id for _, ev in records) == sorted(ids)
+        await first.close()
+        await second.close()
     finally:
         await producer.stop()

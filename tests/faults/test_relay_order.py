@@ -82,6 +82,7 @@ async def test_per_lead_order_survives_partial_publish_failures(
                     break
             except KafkaError:
                 continue
+        await relay.close()
         total = sum(len(ids) for ids in order.values())
         records = await read_events(bootstrap, settings.leads_topic,
                                     until=lambda evs: len({ev.id for _, ev in evs}) >= total)

@@ -275,7 +275,11 @@ async def _known_webhooks(session: AsyncSession, keys: list[tuple[str, str]]) ->
 
 
 async def purge_receipts(session: AsyncSession, before: datetime) -> int:
-    """Forget `webhook-id`s received before `before`: senders stop redelivering within days, and a later
-    delivery of a known lead is still merged into it by `(source, external_id)`."""
-    result = await session.execute(delete(WebhookReceipt).where(WebhookReceipt.received_at < before))
+    """Forget the `webhook-id`s received before `before` whose lead is closed: senders stop redelivering within
+    days, and a later delivery of a closed lead is still answered as a duplicate by `(source, external_id)` and
+    changes nothing. An open lead keeps its ids (a redelivery matched by `external_id` would be merged into it,
+    and an old body's values could overwrite newer ones)."""
+    result = await session.execute(delete(WebhookReceipt).where(
+        WebhookReceipt.received_at < before,
+        WebhookReceipt.lead_id.in_(select(Lead.lead_id).where(Lead.status.in_(FINAL)))))
     return int(getattr(result, "rowcount", 0) or 0)
