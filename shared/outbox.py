@@ -74,6 +74,8 @@ class _Unsent(NamedTuple):
 
 _TRY_LOCK = "SELECT pg_try_advisory_xact_lock($1)"
 # The oldest unsent rows, marked sent (and their attempt counted) by the transaction that publishes them.
+# `sent_at IS NULL` is not checked again on the rows the subquery picked: nothing but the holder of the relay
+# lock sets `sent_at` on an unsent row, so none can be claimed twice.
 _CLAIM = ("UPDATE outbox SET sent_at = $1, attempts = attempts + 1 WHERE id IN "
           "(SELECT id FROM outbox WHERE sent_at IS NULL ORDER BY id LIMIT $2) "
           "RETURNING id, topic, key, payload, created_at")
