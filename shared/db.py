@@ -277,6 +277,15 @@ def _drop_staged(session: Session, previous_transaction: SessionTransaction) -> 
     drop_rolled_back(session, _STAGED, previous_transaction)
 
 
+@event.listens_for(Session, "after_transaction_end")
+def _drop_leftovers(session: Session, transaction: SessionTransaction) -> None:
+    """A transaction that ended without its commit writing the staged rows or a rollback event dropping them
+    (a session closed with it open, a ROLLBACK that failed) leaves nothing for the session's next one."""
+    if transaction.parent is None:
+        session.info.pop(_STAGED, None)
+        session.info.pop(_NOTIFY, None)
+
+
 def rolled_back_savepoint(previous_transaction: SessionTransaction) -> SessionTransaction | None:
     """In an `after_soft_rollback` listener: the savepoint that rollback undid, or None when it undid the
     transaction itself. A flush that fails inside a savepoint rolls back the flush's own sub-transaction, which

@@ -56,6 +56,8 @@ OUTBOX_COMMITTED = CommitSignal("outbox")  # wakes this process's relay when a t
 
 @sa_event.listens_for(Session, "after_commit")
 def _after_commit(session: Session) -> None:
+    if session.in_nested_transaction():  # a savepoint released: nothing is committed yet
+        return
     for key in [k for k in session.info if isinstance(k, str) and k.startswith("wake:")]:
         session.info.pop(key, None)
         signal = _signals.get(key)
@@ -70,5 +72,17 @@ def _after_rollback(session: Session, previous_transaction: SessionTransaction) 
     the commit then wakes the task for nothing, which costs it one look)."""
     if rolled_back_savepoint(previous_transaction) is not None:
         return
+    _forget(session)
+
+
+@sa_event.listens_for(Session, "after_transaction_end")
+def _after_transaction_end(session: Session, transaction: SessionTransaction) -> None:
+    """A transaction that ended without a commit or a rollback event (a session closed with it open, a
+    ROLLBACK that failed): its marks must not wake anyone for the session's next transaction."""
+    if transaction.parent is None:
+        _forget(session)
+
+
+def _forget(session: Session) -> None:
     for key in [k for k in session.info if isinstance(k, str) and k.startswith("wake:")]:
         session.info.pop(key, None)

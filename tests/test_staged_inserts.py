@@ -152,6 +152,21 @@ async def test_a_savepoint_whose_flush_fails_keeps_what_was_staged_before_it(
             await session.execute(delete(ProcessedEvent).where(ProcessedEvent.consumer == "staged-test"))
 
 
+async def test_a_transaction_closed_unfinished_leaves_nothing_for_the_next(
+        sessions: async_sessionmaker[AsyncSession]) -> None:
+    """A session closed with its transaction open (no commit, no rollback event) does not carry what that
+    transaction staged into its next transaction."""
+    subject = str(uuid.uuid4())
+    session = sessions()
+    await session.begin()
+    add_event(session, topic=TOPIC, name="lead.received", source="/test", subject=subject, data={})
+    await session.close()
+    async with session.begin():
+        add_event(session, topic=TOPIC, name="lead.accepted", source="/test", subject=subject, data={})
+    await session.close()
+    assert await events_of(sessions, subject) == ["leadrouter.lead.accepted"]
+
+
 async def test_staged_updates_ride_with_the_inserts_and_the_last_of_a_row_wins(
         sessions: async_sessionmaker[AsyncSession]) -> None:
     """`stage_update`: the row changes at commit, in the statement of the staged inserts on PostgreSQL; a row

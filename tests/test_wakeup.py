@@ -66,6 +66,31 @@ async def test_a_savepoint_rolled_back_keeps_the_wake_up_for_what_was_staged_bef
     await asyncio.wait_for(waiting, 2)
 
 
+async def test_a_savepoint_released_is_not_a_commit(app: FastAPI) -> None:
+    """Releasing a savepoint commits nothing: it wakes nobody (the transaction may still roll back), and the
+    transaction's own commit still does."""
+    signal = CommitSignal("test-release")
+    waiting = asyncio.create_task(signal.wait(5))
+    await asyncio.sleep(0.05)
+    async with app.state.sessions() as session:
+        async with session.begin():
+            await session.execute(text("SELECT 1"))
+            signal.mark(session)
+            async with session.begin_nested():
+                await session.execute(text("SELECT 2"))
+            await asyncio.sleep(0.2)
+            assert not waiting.done()
+            await session.rollback()
+    await asyncio.sleep(0.2)
+    assert not waiting.done()
+    async with app.state.sessions() as session, session.begin():
+        signal.mark(session)
+        async with session.begin_nested():
+            await session.execute(text("SELECT 2"))
+        assert session.info.get(signal.key)  # still marked for the commit
+    await asyncio.wait_for(waiting, 2)
+
+
 async def test_postgres_commits_with_events_notify_the_leading_relay(app: FastAPI, db_url: str,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """A transaction that adds events sends one NOTIFY when it commits (none on a rollback, none for a

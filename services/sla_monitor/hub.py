@@ -111,6 +111,8 @@ def notify(session: AsyncSession, alert: SlaAlert) -> None:
 
 @sa_event.listens_for(Session, "after_commit")
 def _after_commit(session: Session) -> None:
+    if session.in_nested_transaction():  # a savepoint released: nothing is committed yet
+        return
     hub = session.info.get(HUB_KEY)
     due = [(due_at, clock_id) for _, due_at, clock_id in session.info.pop(_DUE_KEY, None) or []]
     alerts = {alert.alert_id: alert for _, alert in session.info.pop(_ALERTS_KEY, None) or []}
@@ -127,6 +129,14 @@ def _after_rollback(session: Session, previous_transaction: SessionTransaction) 
     """A rollback takes back what it undid: everything, or what was added in the savepoint it undid."""
     drop_rolled_back(session, _DUE_KEY, previous_transaction)
     drop_rolled_back(session, _ALERTS_KEY, previous_transaction)
+
+
+@sa_event.listens_for(Session, "after_transaction_end")
+def _after_transaction_end(session: Session, transaction: SessionTransaction) -> None:
+    """Nothing is handed over for a transaction that ended without a commit or rollback event."""
+    if transaction.parent is None:
+        session.info.pop(_DUE_KEY, None)
+        session.info.pop(_ALERTS_KEY, None)
 
 
 ALERT_EVENTS = ("sla.breached", "sla.resolved", "sla.acknowledged")

@@ -32,13 +32,21 @@ _generation = 0  # bumped by every commit that changed a source in this process
 @sa_event.listens_for(Session, "after_commit")
 def _after_commit(session: Session) -> None:
     global _generation
+    if session.in_nested_transaction():  # a savepoint released: nothing is committed yet
+        return
     if session.info.pop(CHANGED, False):
         _generation += 1
 
 
 @sa_event.listens_for(Session, "after_soft_rollback")
 def _after_rollback(session: Session, previous_transaction: SessionTransaction) -> None:
-    if rolled_back_savepoint(previous_transaction) is None:  # a savepoint's rollback: a change before it stands
+    if rolled_back_savepoint(previous_transaction) is None:  # the transaction's (a change before a savepoint
+        session.info.pop(CHANGED, None)                     # that rolled back stands)
+
+
+@sa_event.listens_for(Session, "after_transaction_end")
+def _after_transaction_end(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.parent is None:  # ended without a commit or rollback event: no change to announce
         session.info.pop(CHANGED, None)
 
 
