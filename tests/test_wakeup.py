@@ -17,10 +17,16 @@ from shared.outbox import NOTIFY_CHANNEL, RelayLeadership, add_event
 from shared.wakeup import OUTBOX_COMMITTED, CommitSignal
 
 
-async def test_a_commit_wakes_the_waiting_task_and_a_rollback_does_not(app: FastAPI) -> None:
-    signal = CommitSignal("test-work")
+async def armed(name: str) -> tuple[CommitSignal, asyncio.Task[None]]:
+    """A signal and a task already waiting on it (for at most 5 s)."""
+    signal = CommitSignal(name)
     waiting = asyncio.create_task(signal.wait(5))
     await asyncio.sleep(0.05)
+    return signal, waiting
+
+
+async def test_a_commit_wakes_the_waiting_task_and_a_rollback_does_not(app: FastAPI) -> None:
+    signal, waiting = await armed("test-work")
     async with app.state.sessions() as session:
         async with session.begin():
             await session.execute(text("SELECT 1"))
@@ -39,9 +45,7 @@ async def test_a_commit_wakes_the_waiting_task_and_a_rollback_does_not(app: Fast
 async def test_a_savepoint_rolled_back_keeps_the_wake_up_for_what_was_staged_before_it(app: FastAPI) -> None:
     """Events staged before a savepoint that rolls back commit with the transaction, and that commit wakes the
     relay (it used to wait for the relay's poll: the savepoint's rollback took the mark back)."""
-    signal = CommitSignal("test-savepoint")
-    waiting = asyncio.create_task(signal.wait(5))
-    await asyncio.sleep(0.05)
+    signal, waiting = await armed("test-savepoint")
     async with app.state.sessions() as session, session.begin():
         await session.execute(text("SELECT 1"))
         signal.mark(session)
@@ -52,8 +56,7 @@ async def test_a_savepoint_rolled_back_keeps_the_wake_up_for_what_was_staged_bef
     await asyncio.wait_for(waiting, 2)
     # The way savepoints fail here: a flush meeting a unique key inside one (it rolls back the flush's own
     # sub-transaction, not a savepoint), caught, and the transaction goes on.
-    waiting = asyncio.create_task(signal.wait(5))
-    await asyncio.sleep(0.05)
+    signal, waiting = await armed("test-savepoint-flush")
     key = f"wake-{time.monotonic_ns()}"
     async with app.state.sessions() as session, session.begin():
         session.add(ProcessedEvent(consumer="wakeup-test", event_id=key))
@@ -69,9 +72,7 @@ async def test_a_savepoint_rolled_back_keeps_the_wake_up_for_what_was_staged_bef
 async def test_a_savepoint_released_is_not_a_commit(app: FastAPI) -> None:
     """Releasing a savepoint commits nothing: it wakes nobody (the transaction may still roll back), and the
     transaction's own commit still does."""
-    signal = CommitSignal("test-release")
-    waiting = asyncio.create_task(signal.wait(5))
-    await asyncio.sleep(0.05)
+    signal, waiting = await armed("test-release")
     async with app.state.sessions() as session:
         async with session.begin():
             await session.execute(text("SELECT 1"))
