@@ -19,12 +19,13 @@ PartnerId = Annotated[str, Path(pattern=PARTNER_ID_PATTERN, description="Your id
 
 
 @router.post("/{partner_id}/webhook-secret", status_code=201, response_model=WebhookSecretCreated,
-             responses=problem_responses(404))
-async def create_webhook_secret(partner_id: PartnerId, session: SessionDep) -> WebhookSecretCreated:
+             responses=problem_responses(404, 409))
+async def create_webhook_secret(partner_id: PartnerId, session: SessionDep, settings: SettingsDep
+                                ) -> WebhookSecretCreated:
     """A new Standard Webhooks signing secret for the partner's notifications, shown once. It replaces the
     previous one: from now on only the new secret signs. Until a partner has one, its notifications wait
     (each try is logged with the reason) and go out once it is made."""
-    return await service.create_webhook_secret(session, partner_id)
+    return await service.create_webhook_secret(session, partner_id, settings=settings)
 
 
 @router.get("/{partner_id}/deliveries", response_model=Page[DeliveryRead], responses=problem_responses(404))

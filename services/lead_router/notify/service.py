@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.lead_router.notify.repository import DELIVERED, DISABLED, FAILED, PENDING, DeliveryRepository
 from services.lead_router.notify.schemas import DeliveryRead, WebhookSecretCreated
 from shared.config import Settings
+from shared.crypto import SecretKeyMissing, decrypt, encrypt
 from shared.errors import Conflict, NotFound
 from shared.events import ROUTER_SOURCE, new_event
 from shared.models import Lead, Partner, WebhookDelivery
@@ -93,18 +94,35 @@ async def stage_recall(session: AsyncSession, *, settings: Settings, partner_id:
     return _stage(session, settings, webhook_of(partner), partner_id=partner_id, lead=lead, name=RECALLED, at=at)
 
 
+SECRET_PREFIX = "whsec_"
+
+
 def new_secret() -> str:
-    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
-async def create_webhook_secret(session: AsyncSession, partner_id: str) -> WebhookSecretCreated:
-    """A new signing secret, replacing the old one: from the commit on, only the new one signs."""
+async def create_webhook_secret(session: AsyncSession, partner_id: str, *, settings: Settings) -> WebhookSecretCreated:
+    """A new signing secret, replacing the old one: from the commit on, only the new one signs. It is stored
+    encrypted with `LEADROUTER_SECRET_KEY` (as the sources' secrets are) and shown only here."""
     partner = await session.get(Partner, partner_id, with_for_update=True)
     if partner is None:
         raise NotFound(f"No partner {partner_id!r}.")
-    partner.webhook_secret = new_secret()
+    secret = new_secret()
+    try:
+        partner.webhook_secret = encrypt(settings, secret)
+    except SecretKeyMissing:
+        raise Conflict("Secrets are stored encrypted: set LEADROUTER_SECRET_KEY on lead_router first.") from None
     await session.flush()
-    return WebhookSecretCreated(secret=partner.webhook_secret)
+    return WebhookSecretCreated(secret=secret)
+
+
+def signing_secret(settings: Settings, stored: str | None) -> str | None:
+    """The partner's signing secret in clear (None: it has none). Raises `SecretUnreadable` when it was
+    encrypted with a key no longer configured. One stored before secrets were encrypted (`whsec_…` as it is)
+    is used as it is until a new one replaces it."""
+    if not stored:
+        return None
+    return stored if stored.startswith(SECRET_PREFIX) else decrypt(settings, stored)
 
 
 def to_read(delivery: WebhookDelivery) -> DeliveryRead:
@@ -146,4 +164,5 @@ async def retry_delivery(session: AsyncSession, partner_id: str, delivery_id: st
 
 
 __all__ = ["DELIVERED", "OFFERED", "RECALLED", "create_webhook_secret", "list_deliveries", "retry_delivery",
+           "signing_secret",
            "stage_offer", "stage_recall"]

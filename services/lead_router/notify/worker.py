@@ -41,8 +41,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from standardwebhooks.webhooks import Webhook
 
 from services.lead_router.notify.repository import DELIVERED, DISABLED, FAILED, PENDING, DeliveryRepository
-from services.lead_router.notify.service import DELIVERY_STAGED
+from services.lead_router.notify.service import DELIVERY_STAGED, signing_secret
 from shared.config import Settings
+from shared.crypto import SecretKeyMissing, SecretUnreadable
 from shared.db import unit_of_work
 from shared.events import CONTENT_TYPE
 from shared.models import Partner, WebhookAttempt, utcnow
@@ -186,13 +187,19 @@ class DeliveryWorker:
                                         timeout_s=self.settings.delivery_connect_timeout_s)
         if refusal is not None:
             return refusal
-        if not claim.secret:
+        try:
+            secret = signing_secret(self.settings, claim.secret)
+        except (SecretUnreadable, SecretKeyMissing):
+            return Outcome("unsigned", error=("not sent: the partner's signing secret cannot be decrypted with "
+                                              "LEADROUTER_SECRET_KEY; make a new one "
+                                              "(POST /v1/partners/{partner_id}/webhook-secret)"))
+        if not secret:
             return Outcome("unsigned", error=("not sent: the partner has no signing secret yet "
                                               "(POST /v1/partners/{partner_id}/webhook-secret)"))
         at = utcnow()
         headers = {"content-type": CONTENT_TYPE, "webhook-id": claim.delivery_id,
                    "webhook-timestamp": str(int(at.timestamp())),
-                   "webhook-signature": Webhook(claim.secret).sign(claim.delivery_id, at, claim.body),
+                   "webhook-signature": Webhook(secret).sign(claim.delivery_id, at, claim.body),
                    "user-agent": "leadrouter-webhooks/1"}
         try:
             async with self.client().stream("POST", claim.url, content=claim.body.encode(),

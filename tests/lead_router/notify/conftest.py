@@ -9,7 +9,7 @@ import pytest
 from aiohttp import web
 
 from shared.config import Settings
-from tests.conftest import ADMIN_TOKEN
+from tests.conftest import ADMIN_TOKEN, SECRET_KEY
 from tests.fixtures.receiver import receiving
 
 
@@ -20,7 +20,7 @@ def settings(db_url: str) -> Settings:
                     route_on_intake=False,
                     kafka_bootstrap="127.0.0.1:1", topic_prefix="test", performance_refresh_s=0,
                     webhook_allow_private=True, delivery_backoff_base_s=0.01, delivery_backoff_max_s=0.05,
-                    delivery_connect_timeout_s=2, delivery_timeout_s=2)
+                    delivery_connect_timeout_s=2, delivery_timeout_s=2, secret_key=SECRET_KEY)
 
 
 @dataclass

@@ -6,8 +6,12 @@ import httpx
 from fastapi import FastAPI
 from sqlalchemy import update
 
-from shared.models import WebhookDelivery
-from tests.fixtures.builders import assert_problem, make_partner
+from services.lead_router.app import create_app
+from shared.config import Settings
+from shared.crypto import decrypt
+from shared.models import Partner, WebhookDelivery
+from tests.fixtures.apps import asgi_client, serving
+from tests.fixtures.builders import assert_problem, make_partner, rows
 from tests.lead_router.notify.conftest import Receiver
 from tests.lead_router.notify.helpers import deliveries, offered, until_settled, webhook_partner
 
@@ -24,6 +28,22 @@ async def test_secret_is_shown_once_and_replaced(client: httpx.AsyncClient, admi
     assert (await client.get("/v1/partners/alpha", headers=admin)).json()["webhook_enabled"] is True
     assert_problem(await client.post("/v1/partners/nobody/webhook-secret", headers=admin), 404)
     assert_problem(await client.post("/v1/partners/alpha/webhook-secret"), 401)
+
+
+async def test_the_secret_is_stored_encrypted_and_needs_the_secret_key(
+        app: FastAPI, client: httpx.AsyncClient, admin: dict[str, str], settings: Settings) -> None:
+    """At rest the signing secret is encrypted with LEADROUTER_SECRET_KEY, as the sources' are; without that
+    key no secret is made (409) and the partner's stays as it was."""
+    await make_partner(client, admin, "alpha", webhook_url="https://hooks.example.com/leads")
+    shown = (await client.post("/v1/partners/alpha/webhook-secret", headers=admin)).json()["secret"]
+    [stored] = [p.webhook_secret for p in await rows(app, Partner, Partner.partner_id == "alpha")]
+    assert stored and shown not in stored and not stored.startswith("whsec_")
+    assert decrypt(settings, stored) == shown
+    async with serving(create_app(settings.model_copy(update={"secret_key": None}))) as keyless, \
+            asgi_client(keyless, "http://lr") as other:
+        problem = assert_problem(await other.post("/v1/partners/alpha/webhook-secret", headers=admin), 409)
+        assert "LEADROUTER_SECRET_KEY" in problem["detail"]
+        assert [p.webhook_secret for p in await rows(keyless, Partner, Partner.partner_id == "alpha")] == [stored]
 
 
 async def test_deliveries_newest_first_by_cursor(app: FastAPI, client: httpx.AsyncClient,

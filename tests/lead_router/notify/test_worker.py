@@ -9,11 +9,15 @@ import httpx
 import orjson
 import pytest
 from fastapi import FastAPI
+from pydantic import SecretStr
+from sqlalchemy import update
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from services.lead_router.notify.service import new_secret
 from services.lead_router.notify.worker import DeliveryWorker, retry_after_s
 from shared.config import Settings
-from shared.models import WebhookDelivery, utcnow
+from shared.crypto import encrypt
+from shared.models import Partner, WebhookDelivery, utcnow
 from tests.fixtures.builders import lead_body, make_partner
 from tests.lead_router.notify.conftest import Receiver
 from tests.lead_router.notify.helpers import attempts, deliveries, offered, until_settled, webhook_partner, worker
@@ -129,6 +133,31 @@ async def test_without_a_secret_nothing_is_sent_until_one_is_made(app: FastAPI, 
     secret = (await client.post("/v1/partners/alpha/webhook-secret", headers=admin)).json()["secret"]
     assert (await until_settled(app, staged.delivery_id)).status == "delivered"
     Webhook(secret).verify(receiver.requests[0].body, receiver.requests[0].headers)
+
+
+async def test_a_secret_stored_before_encryption_signs_and_an_unreadable_one_is_reported(
+        app: FastAPI, client: httpx.AsyncClient, admin: dict[str, str], receiver: Receiver) -> None:
+    """A secret stored in clear by an earlier version still signs until it is replaced; one encrypted with a
+    key no longer configured is not sent, and every try says why."""
+    await make_partner(client, admin, "alpha", webhook_url=receiver.url)
+    legacy = new_secret()
+    async with app.state.sessions() as session, session.begin():
+        await session.execute(update(Partner).where(Partner.partner_id == "alpha").values(webhook_secret=legacy))
+    await offered(app, client)
+    [first] = await deliveries(app)
+    assert (await until_settled(app, first.delivery_id)).status == "delivered"
+    Webhook(legacy).verify(receiver.requests[0].body, receiver.requests[0].headers)
+
+    other_key = app.state.settings.model_copy(update={"secret_key": SecretStr("another key entirely")})
+    async with app.state.sessions() as session, session.begin():
+        await session.execute(update(Partner).where(Partner.partner_id == "alpha")
+                              .values(webhook_secret=encrypt(other_key, new_secret())))
+    await offered(app, client, external_id="second", email="second@example.com")
+    [second] = [d for d in await deliveries(app) if d.delivery_id != first.delivery_id]
+    await worker(app).run_once()
+    assert len(receiver.requests) == 1
+    [attempt] = await attempts(app, second.delivery_id)
+    assert "cannot be decrypted with LEADROUTER_SECRET_KEY" in (attempt.error or "")
 
 
 async def test_a_claim_left_by_a_dead_worker_is_sent_by_another_and_delivered_once(
