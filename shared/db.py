@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, cast
@@ -13,6 +14,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Session, SessionTransaction
+
+log = logging.getLogger(__name__)
 
 
 def is_sqlite(url: str) -> bool:
@@ -71,14 +74,106 @@ async def ping(engine: AsyncEngine) -> None:
         await conn.execute(text("SELECT 1"))
 
 
+def rolled_back_savepoint(previous_transaction: SessionTransaction) -> SessionTransaction | None:
+    """In an `after_soft_rollback` listener: the savepoint that rollback undid, or None when it undid the
+    transaction itself. A flush that fails inside a savepoint rolls back the flush's own sub-transaction, which
+    is not nested: what it undid is the nearest savepoint above it (or, with none, the transaction)."""
+    transaction: SessionTransaction | None = previous_transaction
+    while transaction is not None and not transaction.nested:
+        transaction = transaction.parent
+    return transaction
+
+
+class AtCommit:
+    """Work a transaction keeps in `Session.info` for when it commits (staged rows, wake-ups, hand-overs):
+    entries recorded with the savepoint open when each was added, so that
+
+    - a rollback drops what it undid: every entry when it undid the transaction; when it undid a savepoint,
+      the entries added in it or in a savepoint inside it (the others still commit with the transaction);
+    - a savepoint's release keeps them for the transaction (`after_commit` fires for a release too);
+    - a transaction that ends without its commit or a rollback event (a session closed with it open, a
+      ROLLBACK that failed) leaves nothing for the session's next one;
+    - once the transaction has committed, `then(session, items)` gets what is left, in the order added
+      (an exception there is logged: the transaction is committed, the caller must not see it fail).
+
+    One set of session listeners serves every instance: the instance itself is its key in `Session.info`."""
+
+    def __init__(self, name: str, then: Callable[[Session, list[Any]], None] | None = None) -> None:
+        self.name = name
+        self.then = then
+
+    def __repr__(self) -> str:
+        return f"AtCommit({self.name!r})"
+
+    def add(self, session: AsyncSession | Session, item: Any = True) -> None:
+        sync = _sync(session)
+        sync.info.setdefault(self, []).append((sync.get_nested_transaction(), item))
+
+    def items(self, session: AsyncSession | Session) -> list[Any]:
+        return [item for _, item in _sync(session).info.get(self, ())]
+
+    def take(self, session: AsyncSession | Session) -> list[Any]:
+        """The items, removed (`then` will not see them)."""
+        return [item for _, item in _sync(session).info.pop(self, None) or ()]
+
+    def discard(self, session: AsyncSession | Session) -> None:
+        _sync(session).info.pop(self, None)
+
+
+def _sync(session: AsyncSession | Session) -> Session:
+    return session.sync_session if isinstance(session, AsyncSession) else session
+
+
+@event.listens_for(Session, "after_commit")
+def _after_commit(session: Session) -> None:
+    if session.in_nested_transaction():  # a savepoint released: nothing is committed yet
+        return
+    for work in _kept(session):
+        entries = session.info.pop(work)
+        if entries and work.then is not None:
+            try:
+                work.then(session, [item for _, item in entries])
+            except Exception:  # noqa: BLE001 - committed: the caller must not see its commit fail
+                log.exception("%r failed after the commit", work)
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _after_rollback(session: Session, previous_transaction: SessionTransaction) -> None:
+    savepoint = rolled_back_savepoint(previous_transaction)
+    for work in _kept(session):
+        if savepoint is None:
+            del session.info[work]
+        else:
+            session.info[work] = [entry for entry in session.info[work] if not _within(entry[0], savepoint)]
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _after_transaction_end(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.parent is None:
+        for work in _kept(session):
+            del session.info[work]
+
+
+def _kept(session: Session) -> list[AtCommit]:
+    return [key for key in session.info if isinstance(key, AtCommit)]
+
+
+def _within(transaction: SessionTransaction | None, savepoint: SessionTransaction) -> bool:
+    while transaction is not None:
+        if transaction is savepoint:
+            return True
+        transaction = transaction.parent
+    return False
+
+
 _PG = asyncpg_dialect()
 # At most this many parameters in the one statement (asyncpg takes 32,767): every shape (targets, columns, row
 # counts) is a statement text that SQLAlchemy's cache, asyncpg's per-connection cache and PostgreSQL each keep,
 # and with 2,000 a 50,000-lead burst's shapes took the API from 150 to 330 MB. A routing batch of ~20 leads or
 # an intake batch of ~38 fits; beyond, a statement per target, as on SQLite (batches that big amortize it).
 MAX_STAGED_PARAMETERS = 500
-_STAGED = "db:staged_writes"  # Session.info: [(savepoint or None, table or _Update, row), ...] in the order staged
-_NOTIFY = "db:notify_at_commit"  # Session.info: PostgreSQL channels to notify when the transaction commits
+_STAGED = AtCommit("db:staged_writes")  # (table or _Update, row), in the order staged; written by `_write_staged`
+_NOTIFY = AtCommit("db:notify_at_commit")  # PostgreSQL channels to notify when the transaction commits
 
 
 @dataclass(frozen=True)
@@ -123,26 +218,27 @@ def stage_upsert(session: AsyncSession | Session, model: type[DeclarativeBase], 
 
 
 def _stage(session: AsyncSession | Session, target: Table | _Update, row: dict[str, Any]) -> None:
-    session.info.setdefault(_STAGED, []).append((current_savepoint(session), target, row))
+    _STAGED.add(session, (target, row))
 
 
 def notify_at_commit(session: Session, channel: str) -> None:
     """PostgreSQL: `NOTIFY channel` when this transaction commits (never for a rollback), sent with the staged
     rows' statement when there are any. Call it from a `before_commit` listener registered with `insert=True`
     (it must run before the one here that writes the staged rows) or earlier in the transaction."""
-    session.info.setdefault(_NOTIFY, set()).add(channel)
+    if channel not in _NOTIFY.items(session):
+        _NOTIFY.add(session, channel)
 
 
 @event.listens_for(Session, "before_commit")
 def _write_staged(session: Session) -> None:
     if session.in_nested_transaction():  # a savepoint's commit: its rows wait for the transaction's
         return
-    staged: list[tuple[Any, Table | _Update, dict[str, Any]]] | None = session.info.pop(_STAGED, None)
-    channels: set[str] | None = session.info.pop(_NOTIFY, None)
+    staged: list[tuple[Table | _Update, dict[str, Any]]] = _STAGED.take(session)
+    channels: list[str] = _NOTIFY.take(session)
     if not staged and not channels:
         return
     targets: dict[Table | _Update, list[dict[str, Any]]] = {}
-    for _, target, row in staged or ():
+    for target, row in staged:
         targets.setdefault(target, []).append(row)
     if targets:
         session.flush()
@@ -152,7 +248,7 @@ def _write_staged(session: Session) -> None:
         # SQLite (no data-modifying CTEs, no NOTIFY), or too many parameters for one statement: a statement per
         # target. Rows one statement cannot carry: a statement per run of rows staged one after another for
         # the same target and columns, in that order.
-        runs = list(targets.items()) if regular else _runs(staged or [])
+        runs = list(targets.items()) if regular else _runs(staged)
         for target, rows in runs:
             _execute_each(session, target, rows)
         targets = {}
@@ -191,10 +287,10 @@ def _regular(targets: dict[Table | _Update, list[dict[str, Any]]]) -> bool:
 _Run = tuple[Table | _Update, list[dict[str, Any]]]
 
 
-def _runs(staged: list[tuple[Any, Table | _Update, dict[str, Any]]]) -> list[_Run]:
+def _runs(staged: list[tuple[Table | _Update, dict[str, Any]]]) -> list[_Run]:
     """The staged rows in the order staged, cut where the target or the columns change."""
     runs: list[_Run] = []
-    for _, target, row in staged:
+    for target, row in staged:
         if runs and runs[-1][0] == target and runs[-1][1][0].keys() == row.keys():
             runs[-1][1].append(row)
         else:
@@ -268,57 +364,3 @@ def _staged_statement(shape: tuple[tuple[Table | _Update, tuple[str, ...], int],
     binds += [bindparam(f"n{j}", type_=String) for j in range(notifies)]
     selected = ", ".join(f"pg_notify(:n{j}, '')" for j in range(notifies)) or "1"
     return text((f"WITH {', '.join(ctes)} " if ctes else "") + f"SELECT {selected}").bindparams(*binds)
-
-
-@event.listens_for(Session, "after_soft_rollback")
-def _drop_staged(session: Session, previous_transaction: SessionTransaction) -> None:
-    if rolled_back_savepoint(previous_transaction) is None:  # the transaction itself
-        session.info.pop(_NOTIFY, None)
-    drop_rolled_back(session, _STAGED, previous_transaction)
-
-
-@event.listens_for(Session, "after_transaction_end")
-def _drop_leftovers(session: Session, transaction: SessionTransaction) -> None:
-    """A transaction that ended without its commit writing the staged rows or a rollback event dropping them
-    (a session closed with it open, a ROLLBACK that failed) leaves nothing for the session's next one."""
-    if transaction.parent is None:
-        session.info.pop(_STAGED, None)
-        session.info.pop(_NOTIFY, None)
-
-
-def rolled_back_savepoint(previous_transaction: SessionTransaction) -> SessionTransaction | None:
-    """In an `after_soft_rollback` listener: the savepoint that rollback undid, or None when it undid the
-    transaction itself. A flush that fails inside a savepoint rolls back the flush's own sub-transaction, which
-    is not nested: what it undid is the nearest savepoint above it (or, with none, the transaction)."""
-    transaction: SessionTransaction | None = previous_transaction
-    while transaction is not None and not transaction.nested:
-        transaction = transaction.parent
-    return transaction
-
-
-def current_savepoint(session: AsyncSession | Session) -> SessionTransaction | None:
-    """The innermost savepoint open now (None outside any): what to record with work kept in `Session.info`
-    until commit, so a savepoint's rollback can drop the work done in it (`drop_rolled_back`)."""
-    sync = session.sync_session if isinstance(session, AsyncSession) else session
-    return sync.get_nested_transaction()
-
-
-def drop_rolled_back(session: Session, key: str, previous_transaction: SessionTransaction) -> None:
-    """For an `after_soft_rollback` listener: `session.info[key]` is a list of entries whose first item is
-    `current_savepoint()` when each was added; drop those the rollback undid (all, when it undid the
-    transaction; those added in the savepoint or in one inside it, when it undid a savepoint)."""
-    savepoint = rolled_back_savepoint(previous_transaction)
-    if savepoint is None:
-        session.info.pop(key, None)
-        return
-    entries = session.info.get(key)
-    if entries:
-        session.info[key] = [entry for entry in entries if not _within(entry[0], savepoint)]
-
-
-def _within(transaction: SessionTransaction | None, savepoint: SessionTransaction) -> bool:
-    while transaction is not None:
-        if transaction is savepoint:
-            return True
-        transaction = transaction.parent
-    return False

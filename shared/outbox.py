@@ -408,7 +408,7 @@ def _tell_the_leader(session: Session) -> None:
     transaction's staged rows (`shared.db.notify_at_commit`). The leader's own commits wake it in-process
     and notify nothing: notifying commits take a lock that serializes them, so only the other processes'
     commits (intake's group commits, the monitor's) pay for it."""
-    if _leading or not session.info.get(OUTBOX_COMMITTED.key):
+    if _leading or not OUTBOX_COMMITTED.marked(session):
         return
     if session.get_bind().dialect.name == "postgresql":
         notify_at_commit(session, NOTIFY_CHANNEL)

@@ -9,31 +9,30 @@ from __future__ import annotations
 
 import asyncio
 
-from sqlalchemy import event as sa_event
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Session, SessionTransaction
+from sqlalchemy.orm import Session
 
-from shared.db import rolled_back_savepoint
-
-_signals: dict[str, CommitSignal] = {}
+from shared.db import AtCommit
 
 
 class CommitSignal:
     def __init__(self, name: str) -> None:
-        self.key = f"wake:{name}"
+        self.marks = AtCommit(f"wake:{name}", lambda _session, _marks: self.set())
         self.event: asyncio.Event | None = None  # made by the waiting task's loop
-        _signals[self.key] = self
 
     def mark(self, session: AsyncSession | Session) -> None:
-        """Set the signal once this session's transaction commits."""
-        sync = session.sync_session if isinstance(session, AsyncSession) else session
-        sync.info[self.key] = True
+        """Set the signal once this session's transaction commits (a mark made in a savepoint that rolls back
+        is taken back with it; work staged before the savepoint, and its mark, still commit)."""
+        if not self.marked(session):
+            self.marks.add(session)
+
+    def marked(self, session: AsyncSession | Session) -> bool:
+        return bool(self.marks.items(session))
 
     def unmark(self, session: AsyncSession | Session) -> None:
         """Take the mark back: the caller has a marked transaction follow this one's commit (were that one
         lost, to a crash or a shutdown, the waiting task's poll finds the work)."""
-        sync = session.sync_session if isinstance(session, AsyncSession) else session
-        sync.info.pop(self.key, None)
+        self.marks.discard(session)
 
     def set(self) -> None:
         """Wake the waiting task now (work committed elsewhere, e.g. a PostgreSQL notification)."""
@@ -52,37 +51,3 @@ class CommitSignal:
 
 
 OUTBOX_COMMITTED = CommitSignal("outbox")  # wakes this process's relay when a transaction with events commits
-
-
-@sa_event.listens_for(Session, "after_commit")
-def _after_commit(session: Session) -> None:
-    if session.in_nested_transaction():  # a savepoint released: nothing is committed yet
-        return
-    for key in [k for k in session.info if isinstance(k, str) and k.startswith("wake:")]:
-        session.info.pop(key, None)
-        signal = _signals.get(key)
-        if signal is not None and signal.event is not None:
-            signal.event.set()
-
-
-@sa_event.listens_for(Session, "after_soft_rollback")
-def _after_rollback(session: Session, previous_transaction: SessionTransaction) -> None:
-    """The transaction rolled back: nothing to wake for. A savepoint's rollback keeps the mark: work staged
-    before the savepoint still commits with the transaction (work staged inside it is dropped with it, and
-    the commit then wakes the task for nothing, which costs it one look)."""
-    if rolled_back_savepoint(previous_transaction) is not None:
-        return
-    _forget(session)
-
-
-@sa_event.listens_for(Session, "after_transaction_end")
-def _after_transaction_end(session: Session, transaction: SessionTransaction) -> None:
-    """A transaction that ended without a commit or a rollback event (a session closed with it open, a
-    ROLLBACK that failed): its marks must not wake anyone for the session's next transaction."""
-    if transaction.parent is None:
-        _forget(session)
-
-
-def _forget(session: Session) -> None:
-    for key in [k for k in session.info if isinstance(k, str) and k.startswith("wake:")]:
-        session.info.pop(key, None)

@@ -69,6 +69,19 @@ async def test_a_savepoint_rolled_back_keeps_the_wake_up_for_what_was_staged_bef
     await asyncio.wait_for(waiting, 2)
 
 
+async def test_a_mark_made_in_a_savepoint_that_rolled_back_is_taken_back(app: FastAPI) -> None:
+    """The work it announced was undone with the savepoint: the commit wakes nobody for it."""
+    signal, waiting = await armed("test-savepoint-only")
+    async with app.state.sessions() as session, session.begin():
+        savepoint = await session.begin_nested()
+        signal.mark(session)
+        await savepoint.rollback()
+        assert not signal.marked(session)
+    await asyncio.sleep(0.2)
+    assert not waiting.done()
+    waiting.cancel()
+
+
 async def test_a_savepoint_released_is_not_a_commit(app: FastAPI) -> None:
     """Releasing a savepoint commits nothing: it wakes nobody (the transaction may still roll back), and the
     transaction's own commit still does."""
@@ -88,7 +101,7 @@ async def test_a_savepoint_released_is_not_a_commit(app: FastAPI) -> None:
         signal.mark(session)
         async with session.begin_nested():
             await session.execute(text("SELECT 2"))
-        assert session.info.get(signal.key)  # still marked for the commit
+        assert signal.marked(session)  # still marked for the commit
     await asyncio.wait_for(waiting, 2)
 
 

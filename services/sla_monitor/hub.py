@@ -1,8 +1,8 @@
 """What happens after a monitor transaction commits: new deadlines reach the scheduler, changed alerts
 reach the stream's subscribers.
 
-Handlers and services only *stage* these in the session (`schedule`, `notify`); an `after_commit`
-listener hands them over once the transaction is durable, and a rollback drops them. So the scheduler
+Handlers and services only *stage* these in the session (`schedule`, `notify`, kept by `shared.db.AtCommit`);
+they are handed over once the transaction is durable, and a rollback drops what it undid. So the scheduler
 never waits on a clock that does not exist, and nobody is told of an alert that was never stored. The
 monitor's session factory carries its `Hub` in `Session.info`; sessions without one are ignored.
 """
@@ -18,20 +18,17 @@ from datetime import datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
-from sqlalchemy import event as sa_event
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
-from sqlalchemy.orm import Session, SessionTransaction
+from sqlalchemy.orm import Session
 
 from shared.config import Settings
-from shared.db import current_savepoint, drop_rolled_back
+from shared.db import AtCommit
 from shared.events import CloudEvent
 from shared.models import SlaAlert, SlaClock
 
 log = logging.getLogger(__name__)
 
 HUB_KEY = "sla_hub"
-_DUE_KEY = "sla_due"
-_ALERTS_KEY = "sla_alerts"
 
 
 class Subscription:
@@ -101,42 +98,24 @@ def monitor_sessions(engine: AsyncEngine, hub: Hub) -> async_sessionmaker[AsyncS
 def schedule(session: AsyncSession, clock: SlaClock) -> None:
     """After commit, have the scheduler watch this clock's due time."""
     if clock.armed and clock.status == "open":
-        session.info.setdefault(_DUE_KEY, []).append((current_savepoint(session), clock.due_at, clock.clock_id))
+        _HAND_OVER.add(session, (clock.due_at, clock.clock_id))
 
 
 def notify(session: AsyncSession, alert: SlaAlert) -> None:
     """After commit, tell the stream's subscribers about this new or changed alert (once per commit)."""
-    session.info.setdefault(_ALERTS_KEY, []).append((current_savepoint(session), alert))
+    _HAND_OVER.add(session, alert)
 
 
-@sa_event.listens_for(Session, "after_commit")
-def _after_commit(session: Session) -> None:
-    if session.in_nested_transaction():  # a savepoint released: nothing is committed yet
-        return
+def _hand_over(session: Session, items: list[tuple[datetime, str] | SlaAlert]) -> None:
     hub = session.info.get(HUB_KEY)
-    due = [(due_at, clock_id) for _, due_at, clock_id in session.info.pop(_DUE_KEY, None) or []]
-    alerts = {alert.alert_id: alert for _, alert in session.info.pop(_ALERTS_KEY, None) or []}
-    if hub is None or not (due or alerts):
+    if hub is None:
         return
-    try:
-        hub.committed(due, list(alerts.values()))
-    except Exception:  # noqa: BLE001 - the transaction is committed; a listener must not undo the caller
-        log.exception("after-commit hand-over failed")
+    due = [item for item in items if isinstance(item, tuple)]
+    alerts = {item.alert_id: item for item in items if isinstance(item, SlaAlert)}  # the last change of each
+    hub.committed(due, list(alerts.values()))
 
 
-@sa_event.listens_for(Session, "after_soft_rollback")
-def _after_rollback(session: Session, previous_transaction: SessionTransaction) -> None:
-    """A rollback takes back what it undid: everything, or what was added in the savepoint it undid."""
-    drop_rolled_back(session, _DUE_KEY, previous_transaction)
-    drop_rolled_back(session, _ALERTS_KEY, previous_transaction)
-
-
-@sa_event.listens_for(Session, "after_transaction_end")
-def _after_transaction_end(session: Session, transaction: SessionTransaction) -> None:
-    """Nothing is handed over for a transaction that ended without a commit or rollback event."""
-    if transaction.parent is None:
-        session.info.pop(_DUE_KEY, None)
-        session.info.pop(_ALERTS_KEY, None)
+_HAND_OVER = AtCommit("sla hub hand-over", _hand_over)  # due clocks and changed alerts, in the order staged
 
 
 ALERT_EVENTS = ("sla.breached", "sla.resolved", "sla.acknowledged")

@@ -10,44 +10,30 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
-from sqlalchemy import event as sa_event
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from sqlalchemy.orm import Session, SessionTransaction
+from sqlalchemy.orm import Session
 
 from services.lead_router.source.repository import SourceRepository
 from services.lead_router.source.schemas import HMAC_TYPES, SourceAuthRead, SourceRead, SourceUpsert
 from services.lead_router.source.signatures import hash_token
 from shared.config import Settings
 from shared.crypto import SecretKeyMissing, SecretUnreadable, decrypt, encrypt
-from shared.db import rolled_back_savepoint
+from shared.db import AtCommit
 from shared.errors import Conflict, NotFound, ValidationFailed
 from shared.models import Source, utcnow
 
-CHANGED = "sources_changed"
 _generation = 0  # bumped by every commit that changed a source in this process
 
 
-@sa_event.listens_for(Session, "after_commit")
-def _after_commit(session: Session) -> None:
+def _bump(_session: Session, _changes: list[Any]) -> None:
     global _generation
-    if session.in_nested_transaction():  # a savepoint released: nothing is committed yet
-        return
-    if session.info.pop(CHANGED, False):
-        _generation += 1
+    _generation += 1
 
 
-@sa_event.listens_for(Session, "after_soft_rollback")
-def _after_rollback(session: Session, previous_transaction: SessionTransaction) -> None:
-    if rolled_back_savepoint(previous_transaction) is None:  # the transaction's (a change before a savepoint
-        session.info.pop(CHANGED, None)                     # that rolled back stands)
-
-
-@sa_event.listens_for(Session, "after_transaction_end")
-def _after_transaction_end(session: Session, transaction: SessionTransaction) -> None:
-    if transaction.parent is None:  # ended without a commit or rollback event: no change to announce
-        session.info.pop(CHANGED, None)
+CHANGED = AtCommit("sources changed", _bump)  # a commit that changed a source moves `_generation`
 
 
 @dataclass(frozen=True)
@@ -115,7 +101,7 @@ async def upsert_source(session: AsyncSession, name: str, body: SourceUpsert, *,
     source.updated_at = now
     if created:
         session.add(source)
-    session.sync_session.info[CHANGED] = True
+    CHANGED.add(session)
     try:
         await session.flush()
     except IntegrityError:  # created concurrently: the caller may simply PUT again
