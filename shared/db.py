@@ -9,7 +9,21 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import URL, String, Table, bindparam, event, insert, make_url, text, update
+from sqlalchemy import (
+    URL,
+    ColumnElement,
+    String,
+    Table,
+    bindparam,
+    delete,
+    event,
+    insert,
+    make_url,
+    select,
+    text,
+    tuple_,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
@@ -67,6 +81,27 @@ def asyncpg_dsn(url: str | URL) -> str:
 
 def is_postgres(session: AsyncSession) -> bool:
     return session.get_bind().dialect.name == "postgresql"
+
+
+PURGE_BATCH = 5_000
+
+
+async def delete_in_batches(sessions: async_sessionmaker[AsyncSession], model: type[DeclarativeBase],
+                            *where: ColumnElement[bool], batch: int = PURGE_BATCH) -> int:
+    """Delete `model`'s rows matching `where`, `batch` rows a transaction, until none is left; the number
+    deleted. A purge's first run over a large, old table is many short transactions, not one that holds its
+    locks and its WAL for minutes (rows cascading from them go with their batch)."""
+    table = cast(Table, model.__table__)
+    key = list(table.primary_key.columns)
+    deleted = 0
+    while True:
+        async with sessions() as session, session.begin():
+            result = await session.execute(delete(table).where(
+                tuple_(*key).in_(select(*key).where(*where).limit(batch))))
+        count = int(getattr(result, "rowcount", 0) or 0)
+        deleted += count
+        if count < batch:
+            return deleted
 
 
 async def ping(engine: AsyncEngine) -> None:

@@ -22,13 +22,13 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from aiokafka.partitioner import DefaultPartitioner
-from sqlalchemy import delete, func, select, update
 from sqlalchemy import event as sa_event
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
 from shared.config import Settings
-from shared.db import asyncpg_dsn, is_sqlite, notify_at_commit, stage_insert
+from shared.db import asyncpg_dsn, delete_in_batches, is_sqlite, notify_at_commit, stage_insert
 from shared.events import CloudEvent, encode, new_event
 from shared.kafka import LogWatch, ensure_topics, make_producer
 from shared.models import DeadLetter, OutboxMessage, ProcessedEvent, utcnow
@@ -527,8 +527,6 @@ async def purge_old(sessions: async_sessionmaker[AsyncSession], retention: timed
     any redelivery or replay, so an id is remembered as long as its event can come back). Unsent rows are
     never touched. Returns (outbox rows, processed ids) deleted."""
     cutoff = utcnow() - retention
-    async with sessions() as session, session.begin():
-        sent = await session.execute(delete(OutboxMessage).where(
-            OutboxMessage.sent_at.is_not(None), OutboxMessage.sent_at < cutoff))
-        seen = await session.execute(delete(ProcessedEvent).where(ProcessedEvent.processed_at < cutoff))
-    return int(getattr(sent, "rowcount", 0) or 0), int(getattr(seen, "rowcount", 0) or 0)
+    sent = await delete_in_batches(sessions, OutboxMessage, OutboxMessage.sent_at.is_not(None),
+                                   OutboxMessage.sent_at < cutoff)
+    return sent, await delete_in_batches(sessions, ProcessedEvent, ProcessedEvent.processed_at < cutoff)

@@ -7,9 +7,10 @@ from datetime import timedelta
 
 import httpx
 from fastapi import FastAPI
-from sqlalchemy import update
+from sqlalchemy import event, update
 
 from services.lead_router.app import purge_history
+from shared.db import delete_in_batches
 from shared.models import (
     Lead,
     OutboxMessage,
@@ -36,6 +37,31 @@ async def test_old_published_rows_and_processed_ids_go(app: FastAPI) -> None:
     assert await purge_old(app.state.sessions) == (1, 1)
     assert sorted(r.event_id for r in await rows(app, OutboxMessage)) == ["e1", "e2", "e3"]  # e1: never sent
     assert [r.event_id for r in await rows(app, ProcessedEvent)] == ["new"]
+
+
+async def test_purges_delete_in_batches_until_none_is_left(app: FastAPI) -> None:
+    """Each batch its own transaction (a first purge of a large, old table), by primary key, single or composite;
+    rows not matching stay."""
+    async with app.state.sessions() as session, session.begin():
+        session.add_all([ProcessedEvent(consumer="batch", event_id=f"e{i}", processed_at=utcnow()) for i in range(7)])
+        session.add_all([OutboxMessage(event_id=f"b{i}", topic="batch", key="k", type="x", payload=b"{}",
+                                       created_at=utcnow(), sent_at=utcnow()) for i in range(5)])
+    transactions = TransactionCount(app)
+    assert await delete_in_batches(app.state.sessions, ProcessedEvent, ProcessedEvent.consumer == "batch",
+                                   ProcessedEvent.event_id != "e6", batch=2) == 6
+    assert transactions.count == 4  # 2 + 2 + 2 + the one that found none left
+    assert [r.event_id for r in await rows(app, ProcessedEvent, ProcessedEvent.consumer == "batch")] == ["e6"]
+    assert await delete_in_batches(app.state.sessions, OutboxMessage, OutboxMessage.topic == "batch", batch=2) == 5
+    assert await rows(app, OutboxMessage, OutboxMessage.topic == "batch") == []
+
+
+class TransactionCount:
+    def __init__(self, app: FastAPI) -> None:
+        self.count = 0
+        event.listen(app.state.engine.sync_engine, "commit", self.committed)
+
+    def committed(self, _connection: object) -> None:
+        self.count += 1
 
 
 async def test_ended_notifications_and_old_webhook_ids_go_after_30_days(

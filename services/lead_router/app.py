@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.lead_router.intake.endpoints import router as intake_router
-from services.lead_router.intake.service import purge_receipts
+from services.lead_router.intake.service import forgettable_receipts
 from services.lead_router.intake.writer import IngestWriter
 from services.lead_router.lead.endpoints import admin_router as leads_router
 from services.lead_router.lead.endpoints import partner_router
@@ -28,7 +28,7 @@ from services.lead_router.metrics.endpoints import admin_router as metrics_route
 from services.lead_router.metrics.endpoints import partner_router as scorecard_router
 from services.lead_router.metrics.handlers import handle_clock_ended
 from services.lead_router.notify.endpoints import router as notify_router
-from services.lead_router.notify.repository import DeliveryRepository
+from services.lead_router.notify.repository import DeliveryRepository, ended_before
 from services.lead_router.notify.worker import DeliveryWorker
 from services.lead_router.partner.endpoints import router as partners_router
 from services.lead_router.routing.eager import IntakeRouter
@@ -38,11 +38,11 @@ from services.lead_router.source.endpoints import router as sources_router
 from services.lead_router.source.service import SourceCache
 from services.lead_router.ui.endpoints import router as ui_router
 from shared.config import Settings, get_settings
-from shared.db import create_engine, session_factory
+from shared.db import create_engine, delete_in_batches, session_factory
 from shared.errors import install_error_handlers
 from shared.kafka import ConsumerLoop, GroupLag, ensure_topics
 from shared.limits import BodyGuard
-from shared.models import Lead, utcnow
+from shared.models import Lead, WebhookDelivery, WebhookReceipt, utcnow
 from shared.observability import RequestMetrics, install_probes
 from shared.outbox import backlog, dead_letters_waiting, start_relay
 from shared.tasks import TaskGroup, every, retry_forever
@@ -85,8 +85,8 @@ async def purge_history(sessions: async_sessionmaker[AsyncSession],
     """Delete partner notifications that ended more than `retention` ago (the admin's delivery log keeps
     30 days) and webhook ids received before then; returns (deliveries, webhook ids) deleted."""
     before = utcnow() - retention
-    async with sessions() as session, session.begin():
-        return await DeliveryRepository(session).purge_ended(before), await purge_receipts(session, before)
+    deliveries = await delete_in_batches(sessions, WebhookDelivery, ended_before(before))
+    return deliveries, await delete_in_batches(sessions, WebhookReceipt, *forgettable_receipts(before))
 
 
 def router_group(settings: Settings) -> str:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Table, delete, select, text
+from sqlalchemy import ColumnElement, CursorResult, Table, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -274,12 +274,10 @@ async def _known_webhooks(session: AsyncSession, keys: list[tuple[str, str]]) ->
     return {(src, wid) for src, wid in rows.all()} & set(keys)
 
 
-async def purge_receipts(session: AsyncSession, before: datetime) -> int:
-    """Forget the `webhook-id`s received before `before` whose lead is closed: senders stop redelivering within
-    days, and a later delivery of a closed lead is still answered as a duplicate by `(source, external_id)` and
-    changes nothing. An open lead keeps its ids (a redelivery matched by `external_id` would be merged into it,
-    and an old body's values could overwrite newer ones)."""
-    result = await session.execute(delete(WebhookReceipt).where(
-        WebhookReceipt.received_at < before,
-        WebhookReceipt.lead_id.in_(select(Lead.lead_id).where(Lead.status.in_(FINAL)))))
-    return int(getattr(result, "rowcount", 0) or 0)
+def forgettable_receipts(before: datetime) -> list[ColumnElement[bool]]:
+    """The `webhook-id`s received before `before` whose lead is closed: senders stop redelivering within days,
+    and a later delivery of a closed lead is still answered as a duplicate by `(source, external_id)` and changes
+    nothing. An open lead keeps its ids (a redelivery matched by `external_id` would be merged into it, and an
+    old body's values could overwrite newer ones)."""
+    return [WebhookReceipt.received_at < before,
+            WebhookReceipt.lead_id.in_(select(Lead.lead_id).where(Lead.status.in_(FINAL)))]

@@ -3,7 +3,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.models import Partner, WebhookDelivery
@@ -64,12 +64,9 @@ class DeliveryRepository:
             oldest = oldest.replace(tzinfo=UTC)
         return int(count), oldest
 
-    async def purge_ended(self, before: datetime) -> int:
-        """Delete deliveries that ended before `before`, their attempts with them: delivered then, or failed or
-        disabled with their last window (`give_up_at`, renewed by a retry) closed then. Pending ones stay."""
-        result = await self.session.execute(
-            delete(WebhookDelivery).where(or_(
-                and_(WebhookDelivery.status == DELIVERED, WebhookDelivery.delivered_at < before),
-                and_(WebhookDelivery.status.in_((FAILED, DISABLED)), WebhookDelivery.give_up_at < before)))
-            .execution_options(synchronize_session=False))
-        return int(getattr(result, "rowcount", 0) or 0)
+
+def ended_before(before: datetime) -> ColumnElement[bool]:
+    """Deliveries that ended before `before` (their attempts go with them): delivered then, or failed or disabled
+    with their last window (`give_up_at`, renewed by a retry) closed then. Pending ones never."""
+    return or_(and_(WebhookDelivery.status == DELIVERED, WebhookDelivery.delivered_at < before),
+               and_(WebhookDelivery.status.in_((FAILED, DISABLED)), WebhookDelivery.give_up_at < before))
