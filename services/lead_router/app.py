@@ -29,6 +29,7 @@ from services.lead_router.metrics.endpoints import partner_router as scorecard_r
 from services.lead_router.metrics.handlers import handle_clock_ended
 from services.lead_router.notify.endpoints import router as notify_router
 from services.lead_router.notify.repository import DeliveryRepository, ended_before
+from services.lead_router.notify.service import encrypt_stored_secrets
 from services.lead_router.notify.worker import DeliveryWorker
 from services.lead_router.partner.endpoints import router as partners_router
 from services.lead_router.routing.eager import IntakeRouter
@@ -134,6 +135,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.tasks.start("history-retention", every(3600, "purging ended deliveries and old webhook ids",
                                                              lambda: purge_history(app.state.sessions),
                                                              first_after_s=60))
+            if settings.secret_key is not None and settings.secret_key.get_secret_value().strip():
+                app.state.tasks.start("secrets-at-rest", every(3600, "encrypting signing secrets stored in clear",
+                                                               lambda: encrypt_stored_secrets(app.state.sessions,
+                                                                                              settings=settings),
+                                                               first_after_s=0))
         if settings.run_router or settings.route_on_intake:  # where offers are made, partners are told at once
             app.state.tasks.start("webhook-delivery", app.state.delivery_worker.run())
         app.state.lag = GroupLag(settings, router_group(settings), settings.leads_topic)

@@ -7,13 +7,15 @@ The delivery worker (worker.py) sends what is staged here."""
 from __future__ import annotations
 
 import base64
+import logging
 import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.lead_router.notify.repository import DELIVERED, DISABLED, FAILED, PENDING, DeliveryRepository
 from services.lead_router.notify.schemas import DeliveryRead, WebhookSecretCreated
@@ -24,6 +26,8 @@ from shared.events import ROUTER_SOURCE, new_event
 from shared.models import Lead, Partner, WebhookDelivery
 from shared.pagination import time_cursor
 from shared.wakeup import CommitSignal
+
+log = logging.getLogger(__name__)
 
 OFFERED = "lead.offered"
 RECALLED = "lead.recalled"
@@ -119,10 +123,23 @@ async def create_webhook_secret(session: AsyncSession, partner_id: str, *, setti
 def signing_secret(settings: Settings, stored: str | None) -> str | None:
     """The partner's signing secret in clear (None: it has none). Raises `SecretUnreadable` when it was
     encrypted with a key no longer configured. One stored before secrets were encrypted (`whsec_…` as it is)
-    is used as it is until a new one replaces it."""
+    is used as it is until `encrypt_stored_secrets` (the router worker, at start) encrypts it."""
     if not stored:
         return None
     return stored if stored.startswith(SECRET_PREFIX) else decrypt(settings, stored)
+
+
+async def encrypt_stored_secrets(sessions: async_sessionmaker[AsyncSession], *, settings: Settings) -> int:
+    """Encrypt the signing secrets an earlier version stored in clear (`whsec_…`), now that a key is set; the
+    number encrypted. The router worker runs it at start and hourly (no migration could: it has no key)."""
+    async with sessions() as session, session.begin():
+        partners = (await session.scalars(select(Partner).where(
+            Partner.webhook_secret.startswith(SECRET_PREFIX, autoescape=True)).with_for_update())).all()
+        for partner in partners:
+            partner.webhook_secret = encrypt(settings, partner.webhook_secret or "")
+    if partners:
+        log.info("encrypted %d partner signing secret(s) stored in clear", len(partners))
+    return len(partners)
 
 
 def to_read(delivery: WebhookDelivery) -> DeliveryRead:

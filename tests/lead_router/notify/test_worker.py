@@ -10,13 +10,13 @@ import orjson
 import pytest
 from fastapi import FastAPI
 from pydantic import SecretStr
-from sqlalchemy import update
+from sqlalchemy import select, update
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from services.lead_router.notify.service import new_secret
+from services.lead_router.notify.service import encrypt_stored_secrets, new_secret
 from services.lead_router.notify.worker import DeliveryWorker, retry_after_s
 from shared.config import Settings
-from shared.crypto import encrypt
+from shared.crypto import decrypt, encrypt
 from shared.models import Partner, WebhookDelivery, utcnow
 from tests.fixtures.builders import lead_body, make_partner
 from tests.lead_router.notify.conftest import Receiver
@@ -158,6 +158,31 @@ async def test_a_secret_stored_before_encryption_signs_and_an_unreadable_one_is_
     assert len(receiver.requests) == 1
     [attempt] = await attempts(app, second.delivery_id)
     assert "cannot be decrypted with LEADROUTER_SECRET_KEY" in (attempt.error or "")
+
+
+async def test_secrets_stored_in_clear_are_encrypted_once_a_key_is_set_and_still_sign(
+        app: FastAPI, client: httpx.AsyncClient, admin: dict[str, str], receiver: Receiver) -> None:
+    """The router worker's start (and every hour) encrypts the secrets an earlier version stored in clear; the
+    partner's receiver keeps verifying with the secret it has."""
+    await make_partner(client, admin, "alpha", webhook_url=receiver.url)
+    await make_partner(client, admin, "beta", territories=[{"country": "DE"}])  # offered nothing here
+    legacy = new_secret()
+    async with app.state.sessions() as session, session.begin():
+        await session.execute(update(Partner).where(Partner.partner_id == "alpha").values(webhook_secret=legacy))
+    rotated = (await client.post("/v1/partners/beta/webhook-secret", headers=admin)).json()["secret"]
+    async with app.state.sessions() as session:
+        before = {p.partner_id: p.webhook_secret for p in (await session.scalars(select(Partner))).all()}
+    settings = app.state.settings
+    assert await encrypt_stored_secrets(app.state.sessions, settings=settings) == 1
+    assert await encrypt_stored_secrets(app.state.sessions, settings=settings) == 0
+    async with app.state.sessions() as session:
+        after = {p.partner_id: p.webhook_secret for p in (await session.scalars(select(Partner))).all()}
+    assert not after["alpha"].startswith("whsec_") and decrypt(settings, after["alpha"]) == legacy
+    assert after["beta"] == before["beta"] and decrypt(settings, after["beta"]) == rotated  # already encrypted
+    await offered(app, client)
+    [delivery] = await deliveries(app)
+    assert (await until_settled(app, delivery.delivery_id)).status == "delivered"
+    Webhook(legacy).verify(receiver.requests[0].body, receiver.requests[0].headers)
 
 
 async def test_a_claim_left_by_a_dead_worker_is_sent_by_another_and_delivered_once(
