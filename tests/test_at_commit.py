@@ -116,6 +116,21 @@ async def test_work_that_fails_after_the_commit_is_logged_and_the_rest_still_run
         assert (await session.execute(text("SELECT 1"))).scalar() == 1
 
 
+async def test_work_after_the_commit_may_take_another_instances_items(
+        sessions: async_sessionmaker[AsyncSession]) -> None:
+    """Whichever runs first, a `then` that takes what another instance kept does not make the commit raise."""
+    work, seen = recorder()
+
+    def taker(_session: Session, _items: list[Any]) -> None:
+        seen.append(["taken", *work.take(_session)])
+
+    first = AtCommit("first", taker)
+    async with sessions() as session, session.begin():
+        first.add(session)
+        work.add(session, "kept")
+    assert seen in ([["taken", "kept"]], [["kept"], ["taken"]])
+
+
 async def test_take_and_discard_remove_the_items(sessions: async_sessionmaker[AsyncSession]) -> None:
     work, seen = recorder()
     async with sessions() as session, session.begin():
