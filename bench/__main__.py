@@ -127,6 +127,27 @@ def db_counts(scraped: dict[str, str]) -> dict[str, tuple[float, float]]:
     return out
 
 
+def gc_pauses(scraped: dict[str, str]) -> dict[str, tuple[float, float, float]]:
+    """Per process, (pauses, seconds paused, pauses over 10 ms) of garbage collection so far, every generation."""
+    out = {}
+    for name, text in scraped.items():
+        def total(pattern: str, text: str = text) -> float:
+            return sum(float(m) for m in re.findall(pattern, text, re.M))
+        count = total(r'^leadrouter_gc_pause_seconds_count{[^}]*} (\S+)$')
+        short = total(r'^leadrouter_gc_pause_seconds_bucket{[^}]*le="0.01"[^}]*} (\S+)$')
+        out[name] = (count, total(r'^leadrouter_gc_pause_seconds_sum{[^}]*} (\S+)$'), count - short)
+    return out
+
+
+def gc_between(before: dict[str, tuple[float, float, float]],
+               after: dict[str, tuple[float, float, float]]) -> dict[str, str]:
+    out = {}
+    for name, (count, seconds, long) in after.items():
+        c0, s0, l0 = before.get(name, (0.0, 0.0, 0.0))
+        out[name] = f"{count - c0:.0f} pauses, {1000 * (seconds - s0):.0f} ms in all, {long - l0:.0f} over 10 ms"
+    return out
+
+
 def per_lead(before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]],
              leads: int) -> dict[str, Any]:
     """Per lead, each process's statements and transactions (each transaction adds a BEGIN and a COMMIT round
@@ -254,7 +275,7 @@ async def bench() -> dict[str, Any]:
                     if n == 0:
                         results["monitor_caught_up_after_ingest_s"] = caught_up
                     scraped = await scrape(processes)
-                    stages_before, db_before = stage_sums(scraped), db_counts(scraped)
+                    stages_before, db_before, gc_before = stage_sums(scraped), db_counts(scraped), gc_pauses(scraped)
                     spies = await profile(processes, LATENCY_SECONDS) if PROFILE and n == 0 else []
                     phase_cpu = CpuMeter(groups)
                     phase_cpu.start()
@@ -265,7 +286,7 @@ async def bench() -> dict[str, Any]:
                     await asyncio.sleep(1)  # the monitor's share
                     phase_cpu_ms = phase_cpu.stop(len(phase["sent"]))
                     scraped = await scrape(processes)
-                    stages_after, db_after = stage_sums(scraped), db_counts(scraped)
+                    stages_after, db_after, gc_after = stage_sums(scraped), db_counts(scraped), gc_pauses(scraped)
                     ms = [1000 * (watcher.seen[i] - t) for i, t in phase["sent"].items() if i in watcher.seen]
                     results[f"at_{target:g}_per_s"] = {
                         "achieved_rate_per_s": round(phase["rate"], 1),
@@ -275,6 +296,7 @@ async def bench() -> dict[str, Any]:
                         "routed_seen": f"{len(ms)}/{len(phase['sent'])}",
                         "cpu_ms_per_lead": phase_cpu_ms,
                         "db_per_lead": per_lead(db_before, db_after, len(phase["sent"])),
+                        "gc_pauses": gc_between(gc_before, gc_after),
                         "stage_mean_ms (leadrouter_stage_seconds)": stage_means(stages_before, stages_after)}
                 # The older figure: latency at half the closed-loop ingest rate, at most the target.
                 rate = min(TARGET_RATE, 0.5 * throughput["rate"])

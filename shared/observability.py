@@ -4,6 +4,7 @@ counting as a plain ASGI middleware, and the health probes both services share."
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -29,6 +30,25 @@ STAGE_SECONDS = Histogram(
     "committed to acknowledged by the broker), consume (an event on the broker to handled and committed by a "
     "consumer), decide (a routing batch, start to end)", ["stage"], registry=None,
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0))
+
+
+# The collector's pauses: every lead in flight in the process waits them out (see `shared.serve.tune_gc`).
+GC_PAUSE_SECONDS = Histogram(
+    "leadrouter_gc_pause_seconds", "Seconds this process stopped for garbage collection, by generation collected",
+    ["generation"], registry=None, buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25))
+_GC_PAUSES = [GC_PAUSE_SECONDS.labels(str(generation)) for generation in range(3)]
+_gc_started = 0.0
+
+
+def _time_gc(phase: str, info: dict[str, Any]) -> None:
+    global _gc_started
+    if phase == "start":
+        _gc_started = time.perf_counter()
+    else:
+        _GC_PAUSES[info["generation"]].observe(time.perf_counter() - _gc_started)
+
+
+gc.callbacks.append(_time_gc)
 
 
 # Database round trips, counted in every process: what a lead costs in statements and transactions (the
@@ -103,7 +123,7 @@ async def broker_reachable(bootstrap: str, wait_s: float = 1.0) -> bool:
 
 def install_probes(app: FastAPI, registry: CollectorRegistry,
                    refresh: Callable[[], Awaitable[None]] | None = None) -> None:
-    for collector in (STAGE_SECONDS, DB_STATEMENTS, DB_TRANSACTIONS):
+    for collector in (STAGE_SECONDS, GC_PAUSE_SECONDS, DB_STATEMENTS, DB_TRANSACTIONS):
         registry.register(collector)
 
     @app.get("/healthz", tags=["operations"])
