@@ -46,6 +46,9 @@ PROFILE = os.environ.get("BENCH_PROFILE") == "1"  # py-spy each process during t
 IDLE_SECONDS = 5  # the idle pipeline's CPU is measured over this long, before any load
 # BENCH_ROUTE_ON_INTAKE=0: every lead waits for its lead.received event to be routed (the path before it)
 ROUTE_ON_INTAKE = os.environ.get("BENCH_ROUTE_ON_INTAKE", "1") != "0"
+# Whose outbox relay publishes: as `leadrouter up` chooses (the router worker while the API routes on intake,
+# else the monitor), or BENCH_RELAY_LEADER=monitor / worker.
+RELAY_LEADER = os.environ.get("BENCH_RELAY_LEADER") or ("worker" if ROUTE_ON_INTAKE else "monitor")
 
 
 async def run_load(url: str, count: int, concurrency: int, rate: float) -> dict[str, Any]:
@@ -236,16 +239,21 @@ async def bench() -> dict[str, Any]:
                               LEADROUTER_LOG_LEVEL="warning", LEADROUTER_TOPIC_PARTITIONS="6",
                               LEADROUTER_ROUTE_ON_INTAKE=str(ROUTE_ON_INTAKE).lower())
             results["route_on_intake"] = ROUTE_ON_INTAKE
-            router = Service("services.lead_router", {**env, "LEADROUTER_RUN_ROUTER": "false"}, port,
+            results["relay_leader"] = RELAY_LEADER
+            leads = str(RELAY_LEADER == "worker").lower()
+            router = Service("services.lead_router", {**env, "LEADROUTER_RUN_ROUTER": "false",
+                                                      "LEADROUTER_RELAY_PREFERRED": "false"}, port,
                              tmp / "router.log").start()
             workers = []
             for n in range(WORKERS):  # BENCH_WORKERS=2: does a second router worker add anything?
                 worker_port = free_port()
-                workers.append(Service("services.lead_router", {**env, "LEADROUTER_ROUTER_PORT": str(worker_port)},
+                workers.append(Service("services.lead_router", {**env, "LEADROUTER_ROUTER_PORT": str(worker_port),
+                                                                "LEADROUTER_RELAY_PREFERRED": leads},
                                        worker_port, tmp / f"worker{n}.log").start())
             worker = workers[0]
             monitor_port = free_port()
-            monitor = Service("services.sla_monitor", {**env, "LEADROUTER_MONITOR_PORT": str(monitor_port)},
+            monitor = Service("services.sla_monitor", {**env, "LEADROUTER_MONITOR_PORT": str(monitor_port),
+                                                       "LEADROUTER_RELAY_PREFERRED": str(leads == "false").lower()},
                               monitor_port, tmp / "monitor.log").start()
             processes = {"intake (lead_router API)": router, "router worker": worker, "sla_monitor": monitor,
                          **{f"router worker {n + 1}": w for n, w in enumerate(workers[1:], start=1)}}
@@ -288,11 +296,16 @@ async def bench() -> dict[str, Any]:
                     scraped = await scrape(processes)
                     stages_after, db_after, gc_after = stage_sums(scraped), db_counts(scraped), gc_pauses(scraped)
                     ms = [1000 * (watcher.seen[i] - t) for i, t in phase["sent"].items() if i in watcher.seen]
+                    decided = [i for i in phase["sent"] if i in watcher.seen and i in watcher.decided]
+                    to_decision = [1000 * (watcher.decided[i] - phase["sent"][i]) for i in decided]
+                    to_topic = [1000 * (watcher.seen[i] - watcher.decided[i]) for i in decided]
                     results[f"at_{target:g}_per_s"] = {
                         "achieved_rate_per_s": round(phase["rate"], 1),
                         "webhook_to_routed_p50_ms": round(statistics.median(ms), 2) if ms else None,
                         "webhook_to_routed_p99_ms": round(pct(ms, 0.99), 2) if ms else None,
                         "http_p99_ms": round(phase["http_p99_ms"], 2), "errors": phase["errors"],
+                        "webhook_to_decision_p50_p99_ms": [round(pct(to_decision, p), 1) for p in (0.5, 0.99)],
+                        "decision_to_routed_on_topic_p50_p99_ms": [round(pct(to_topic, p), 1) for p in (0.5, 0.99)],
                         "routed_seen": f"{len(ms)}/{len(phase['sent'])}",
                         "cpu_ms_per_lead": phase_cpu_ms,
                         "db_per_lead": per_lead(db_before, db_after, len(phase["sent"])),

@@ -195,6 +195,18 @@ class Child:
         stop_process(self.proc)
 
 
+def process_roles(settings: Settings) -> list[tuple[str, str, dict[str, str]]]:
+    """`up`'s processes: (name, module, environment of its own). While the API routes on intake the router worker
+    is nearly idle, so its outbox relay leads (PostgreSQL); otherwise the monitor's."""
+    worker_leads = settings.route_on_intake
+    return [("lead_router", "services.lead_router", {"LEADROUTER_RUN_ROUTER": "false",
+                                                     "LEADROUTER_RELAY_PREFERRED": "false"}),
+            ("router worker", "services.lead_router", {"LEADROUTER_ROUTER_PORT": str(settings.worker_port),
+                                                       "LEADROUTER_RUN_ROUTER": "true",
+                                                       "LEADROUTER_RELAY_PREFERRED": str(worker_leads).lower()}),
+            ("sla_monitor", "services.sla_monitor", {"LEADROUTER_RELAY_PREFERRED": str(not worker_leads).lower()})]
+
+
 @app.command()
 def up() -> None:
     """Run everything on this machine: migrations, the bundled broker (unless LEADROUTER_KAFKA_BOOTSTRAP
@@ -228,11 +240,7 @@ def up() -> None:
             env["LEADROUTER_KAFKA_BOOTSTRAP"] = settings.bootstrap
         if seed_demo(env):
             typer.echo("seeded demo partners and routing rules")
-        roles = [("lead_router", "services.lead_router", {"LEADROUTER_RUN_ROUTER": "false"}),
-                 ("router worker", "services.lead_router", {"LEADROUTER_ROUTER_PORT": str(settings.worker_port),
-                                                            "LEADROUTER_RUN_ROUTER": "true"}),
-                 ("sla_monitor", "services.sla_monitor", {})]
-        for name, module, extra in roles:
+        for name, module, extra in process_roles(settings):
             children.append(Child(name, functools.partial(_spawn, module, {**env, **extra})))
         procs = [child.proc for child in children]
         host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host

@@ -85,6 +85,11 @@ class Settings(BaseSettings):
     # of leaving them for the router that consumes their `lead.received` event (which still routes any it
     # missed). Off: every lead waits for its event.
     route_on_intake: bool = True
+    # PostgreSQL: which process's outbox relay publishes every process's events (one leads, the others stand by
+    # and take over when it stops). Unset: the SLA monitor's. `leadrouter up` sets it on its router worker, which
+    # is nearly idle while the API routes on intake; the monitor's event loop also runs its consumer's batches,
+    # and events waited behind them. Never on a process that serves intake: a relay there delays its queries.
+    relay_preferred: bool | None = None
     relay_poll_interval_s: float = Field(default=0.2, gt=0)
     relay_batch_size: int = Field(default=500, ge=1)
     reconcile_interval_s: float = Field(default=30.0, gt=0)

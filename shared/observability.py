@@ -12,7 +12,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from sqlalchemy import event as sa_event
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -49,6 +49,11 @@ def _time_gc(phase: str, info: dict[str, Any]) -> None:
 
 
 gc.callbacks.append(_time_gc)
+
+
+# PostgreSQL: 1 while this process's outbox relay is the one publishing the database's events.
+RELAY_LEADING = Gauge("leadrouter_outbox_relay_leading", "1 while this process's outbox relay publishes every "
+                      "process's events (PostgreSQL: one leads, the others stand by)", registry=None)
 
 
 # Database round trips, counted in every process: what a lead costs in statements and transactions (the
@@ -123,7 +128,7 @@ async def broker_reachable(bootstrap: str, wait_s: float = 1.0) -> bool:
 
 def install_probes(app: FastAPI, registry: CollectorRegistry,
                    refresh: Callable[[], Awaitable[None]] | None = None) -> None:
-    for collector in (STAGE_SECONDS, GC_PAUSE_SECONDS, DB_STATEMENTS, DB_TRANSACTIONS):
+    for collector in (STAGE_SECONDS, GC_PAUSE_SECONDS, RELAY_LEADING, DB_STATEMENTS, DB_TRANSACTIONS):
         registry.register(collector)
 
     @app.get("/healthz", tags=["operations"])

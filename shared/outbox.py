@@ -32,7 +32,7 @@ from shared.db import asyncpg_dsn, delete_in_batches, is_sqlite, notify_at_commi
 from shared.events import CloudEvent, encode, new_event
 from shared.kafka import LogWatch, ensure_topics, make_producer
 from shared.models import DeadLetter, OutboxMessage, ProcessedEvent, utcnow
-from shared.observability import DB_STATEMENTS, DB_TRANSACTIONS, stage
+from shared.observability import DB_STATEMENTS, DB_TRANSACTIONS, RELAY_LEADING, stage
 from shared.tasks import TaskGroup, every, retry_forever
 from shared.wakeup import OUTBOX_COMMITTED
 
@@ -418,12 +418,12 @@ class RelayLeadership:
     """PostgreSQL: one relay per database publishes, the leader; the others stand by. The leader holds a
     session advisory lock on a connection of its own and `LISTEN`s on it for `leadrouter_outbox` (sent by
     every other process's transactions that added events, when they commit), so it wakes at once for events
-    written anywhere, and no other relay wakes for them. A standby tries for the lock every second (a
-    lead_router process first waits `defer_s`, so the SLA monitor, which is off the path from webhook to
-    offer, becomes the leader when it runs; a monitor that starts later asks a lead_router leader to hand
-    over, on `leadrouter_relay_handover`, and gets the lead within seconds); when the leader's process or
-    connection dies, the lock is freed and a standby takes over (events wait that long at most, none is
-    lost). Reconnects when its connection drops."""
+    written anywhere, and no other relay wakes for them. A standby tries for the lock every second. A process
+    that is not preferred first waits `defer_s`, so the preferred one (`LEADROUTER_RELAY_PREFERRED`; by default
+    the SLA monitor), which is off the path from webhook to offer, becomes the leader when it runs; a preferred
+    process that starts later asks a leader that is not preferred to hand over, on `leadrouter_relay_handover`,
+    and gets the lead within seconds. When the leader's process or connection dies, the lock is freed and a
+    standby takes over (events wait that long at most, none is lost). Reconnects when its connection drops."""
 
     def __init__(self, url: str, *, defer_s: float = 0.0, preferred: bool = False) -> None:
         self.dsn = asyncpg_dsn(url)
@@ -475,6 +475,7 @@ class RelayLeadership:
         await conn.add_listener(NOTIFY_CHANNEL, lambda *_args: OUTBOX_COMMITTED.set())
         self.is_leader.set()
         _leading = True
+        RELAY_LEADING.set(1)
         OUTBOX_COMMITTED.set()  # rows committed before we listened
         log.info("outbox relay: this process publishes the database's events")
         waits = {asyncio.create_task(lost.wait()), asyncio.create_task(asked.wait())}
@@ -486,7 +487,7 @@ class RelayLeadership:
         if lost.is_set():
             log.warning("outbox relay: lost the leadership connection; reconnecting")
             return False
-        log.info("outbox relay: handing the publishing over to a preferred process (the SLA monitor)")
+        log.info("outbox relay: handing the publishing over to a preferred process")
         self._stand_down()
         await conn.fetchval("SELECT pg_advisory_unlock($1)", LEADER_LOCK_KEY)
         return True
@@ -495,6 +496,7 @@ class RelayLeadership:
         global _leading
         self.is_leader.clear()
         _leading = False
+        RELAY_LEADING.set(0)
 
 
 async def start_relay(state: Any, settings: Settings, group: TaskGroup, name: str, *,

@@ -59,9 +59,10 @@ async def _run_kafka_parts(app: FastAPI, settings: Settings) -> None:
     await retry_forever("creating topics", lambda: ensure_topics(settings))
     group: TaskGroup = app.state.tasks
     if settings.run_relay:
-        # The monitor leads the publishing; lead_router processes stand by. Intake and routing are the path
-        # from webhook to offer, and a relay in their event loop made every one of their queries wait.
-        await start_relay(app.state, settings, group, "outbox-relay", lead_first=False)
+        # The monitor, or a router worker with LEADROUTER_RELAY_PREFERRED, leads the publishing; the others stand
+        # by. Intake and routing are the path from webhook to offer: a relay in their event loop made every one
+        # of their queries wait.
+        await start_relay(app.state, settings, group, "outbox-relay", lead_first=settings.relay_preferred is True)
     if settings.run_router:
         # While the APIs route new leads on intake, this consumer routes only what they left, rejections and
         # recalls: it waits for records as long as the consumers off the path to an offer do.

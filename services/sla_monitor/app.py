@@ -41,9 +41,9 @@ async def _run_kafka_parts(app: FastAPI, settings: Settings) -> None:
     """Reach the broker (it may still be starting), then run the relay and the consumer."""
     await retry_forever("creating topics", lambda: ensure_topics(settings))
     group: TaskGroup = app.state.tasks
-    # This relay leads (PostgreSQL): the monitor is off the path from webhook to offer, so publishing every
-    # process's events here keeps that work out of intake's and the router's event loops.
-    await start_relay(app.state, settings, group, "sla-outbox-relay", lead_first=True)
+    # This relay leads (PostgreSQL) unless LEADROUTER_RELAY_PREFERRED says otherwise: the monitor is off the path
+    # from webhook to offer, so publishing every process's events here keeps that work out of intake's event loop.
+    await start_relay(app.state, settings, group, "sla-outbox-relay", lead_first=settings.relay_preferred is not False)
     consumer = monitor_consumer(settings, app.state.sessions)
     app.state.consumer = consumer
     group.start("sla-consumer", consumer.run())
