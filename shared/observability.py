@@ -52,8 +52,9 @@ gc.callbacks.append(_time_gc)
 
 
 # PostgreSQL: 1 while this process's outbox relay is the one publishing the database's events.
-RELAY_LEADING = Gauge("leadrouter_outbox_relay_leading", "1 while this process's outbox relay publishes every "
-                      "process's events (PostgreSQL: one leads, the others stand by)", registry=None)
+RELAY_LEADING = Gauge("leadrouter_outbox_relay_leading", "PostgreSQL: 1 while this process's outbox relay publishes "
+                      "every process's events (one leads, the others stand by); always 0 on SQLite, where a lock "
+                      "file picks the relay of each round", registry=None)
 
 
 # Database round trips, counted in every process: what a lead costs in statements and transactions (the
