@@ -15,22 +15,17 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
-from shared.db import AtCommit, create_engine, session_factory
+from shared.db import AtCommit
 from shared.models import ProcessedEvent
+from tests.fixtures.databases import cleaned_sessions
 
 CONSUMER = "at-commit-test"
 
 
 @pytest.fixture
 async def sessions(db_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    engine = create_engine(db_url)
-    factory = session_factory(engine)
-    try:
+    async with cleaned_sessions(db_url, delete(ProcessedEvent).where(ProcessedEvent.consumer == CONSUMER)) as factory:
         yield factory
-    finally:
-        async with factory() as session, session.begin():
-            await session.execute(delete(ProcessedEvent).where(ProcessedEvent.consumer == CONSUMER))
-        await engine.dispose()
 
 
 def recorder() -> tuple[AtCommit, list[list[Any]]]:

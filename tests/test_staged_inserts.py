@@ -13,9 +13,10 @@ from sqlalchemy import delete, event, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from shared.db import create_engine, session_factory, stage_insert, stage_update, stage_upsert
+from shared.db import stage_insert, stage_update, stage_upsert
 from shared.models import Lead, LeadEvent, OutboxMessage, ProcessedEvent, utcnow
 from shared.outbox import add_event
+from tests.fixtures.databases import cleaned_sessions
 
 TOPIC = "staged.leads"
 
@@ -24,17 +25,11 @@ TOPIC = "staged.leads"
 async def sessions(db_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
     """Sessions on the shared test database; the rows these tests write are deleted afterwards (unsent outbox
     rows left behind would be published by the next test's relay)."""
-    engine = create_engine(db_url)
-    factory = session_factory(engine)
-    try:
+    async with cleaned_sessions(
+            db_url, delete(OutboxMessage).where(OutboxMessage.topic == TOPIC),
+            delete(LeadEvent).where(LeadEvent.lead_id.in_(select(Lead.lead_id).where(Lead.source == "staged-test"))),
+            delete(Lead).where(Lead.source == "staged-test")) as factory:
         yield factory
-    finally:
-        async with factory() as session, session.begin():
-            await session.execute(delete(OutboxMessage).where(OutboxMessage.topic == TOPIC))
-            await session.execute(delete(LeadEvent).where(LeadEvent.lead_id.in_(
-                select(Lead.lead_id).where(Lead.source == "staged-test"))))
-            await session.execute(delete(Lead).where(Lead.source == "staged-test"))
-        await engine.dispose()
 
 
 def new_lead() -> Lead:
