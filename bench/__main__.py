@@ -253,7 +253,7 @@ async def bench() -> dict[str, Any]:
             worker = workers[0]
             monitor_port = free_port()
             monitor = Service("services.sla_monitor", {**env, "LEADROUTER_MONITOR_PORT": str(monitor_port),
-                                                       "LEADROUTER_RELAY_PREFERRED": str(leads == "false").lower()},
+                                                       "LEADROUTER_RELAY_PREFERRED": ""},  # its default rank
                               monitor_port, tmp / "monitor.log").start()
             processes = {"intake (lead_router API)": router, "router worker": worker, "sla_monitor": monitor,
                          **{f"router worker {n + 1}": w for n, w in enumerate(workers[1:], start=1)}}

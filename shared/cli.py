@@ -197,14 +197,15 @@ class Child:
 
 def process_roles(settings: Settings) -> list[tuple[str, str, dict[str, str]]]:
     """`up`'s processes: (name, module, environment of its own). While the API routes on intake the router worker
-    is nearly idle, so its outbox relay leads (PostgreSQL); otherwise the monitor's."""
+    is nearly idle, so its outbox relay leads (PostgreSQL); otherwise the monitor's, by default. `up` decides
+    this for each process: a `LEADROUTER_RELAY_PREFERRED` of the caller's is not passed on."""
     worker_leads = settings.route_on_intake
     return [("lead_router", "services.lead_router", {"LEADROUTER_RUN_ROUTER": "false",
                                                      "LEADROUTER_RELAY_PREFERRED": "false"}),
             ("router worker", "services.lead_router", {"LEADROUTER_ROUTER_PORT": str(settings.worker_port),
                                                        "LEADROUTER_RUN_ROUTER": "true",
                                                        "LEADROUTER_RELAY_PREFERRED": str(worker_leads).lower()}),
-            ("sla_monitor", "services.sla_monitor", {"LEADROUTER_RELAY_PREFERRED": str(not worker_leads).lower()})]
+            ("sla_monitor", "services.sla_monitor", {"LEADROUTER_RELAY_PREFERRED": ""})]
 
 
 @app.command()

@@ -86,9 +86,11 @@ class Settings(BaseSettings):
     # missed). Off: every lead waits for its event.
     route_on_intake: bool = True
     # PostgreSQL: which process's outbox relay publishes every process's events (one leads, the others stand by
-    # and take over when it stops). Unset: the SLA monitor's. `leadrouter up` sets it on its router worker, which
-    # is nearly idle while the API routes on intake; the monitor's event loop also runs its consumer's batches,
-    # and events waited behind them. Never on a process that serves intake: a relay there delays its queries.
+    # and take over when it stops). `true` outranks the SLA monitor, which leads when no process says `true`;
+    # `false` (and every lead_router process by default) leads only when no monitor runs; unset or empty: the
+    # process's default. `leadrouter up` says `true` on its router worker, which is nearly idle while the API
+    # routes on intake (the monitor's event loop also runs its consumer's batches, and events waited behind
+    # them). Never on a process that serves intake: a relay there delays its queries.
     relay_preferred: bool | None = None
     relay_poll_interval_s: float = Field(default=0.2, gt=0)
     relay_batch_size: int = Field(default=500, ge=1)
@@ -144,6 +146,11 @@ class Settings(BaseSettings):
     sla_run_scheduler: bool = True
     sla_scheduler_max_sleep_s: float = Field(default=30.0, gt=0)
     sla_stream_keepalive_s: float = Field(default=15.0, gt=0)
+
+    @field_validator("relay_preferred", mode="before")
+    @classmethod
+    def _unset_when_empty(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("vendor_timezone")
     @classmethod

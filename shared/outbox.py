@@ -393,7 +393,8 @@ NOTIFY_CHANNEL = "leadrouter_outbox"  # notified at commit by transactions that 
 
 
 LEADER_LOCK_KEY = 746_215_003
-HANDOVER_CHANNEL = "leadrouter_relay_handover"  # a preferred standby asks the leader to hand over
+HANDOVER_CHANNEL = "leadrouter_relay_handover"  # a standby with a rank asks the leader to hand over (payload: it)
+RANK_DEFAULT, RANK_CHOSEN = 1, 2  # see RelayLeadership.rank
 STANDBY_CHECK_S = 1.0
 LEADER_DEFER_S = 3.0
 
@@ -419,16 +420,19 @@ class RelayLeadership:
     session advisory lock on a connection of its own and `LISTEN`s on it for `leadrouter_outbox` (sent by
     every other process's transactions that added events, when they commit), so it wakes at once for events
     written anywhere, and no other relay wakes for them. A standby tries for the lock every second. A process
-    that is not preferred first waits `defer_s`, so the preferred one (`LEADROUTER_RELAY_PREFERRED`; by default
-    the SLA monitor), which is off the path from webhook to offer, becomes the leader when it runs; a preferred
-    process that starts later asks a leader that is not preferred to hand over, on `leadrouter_relay_handover`,
-    and gets the lead within seconds. When the leader's process or connection dies, the lock is freed and a
-    standby takes over (events wait that long at most, none is lost). Reconnects when its connection drops."""
+    without a rank first waits `defer_s`, so a ranked one (`LEADROUTER_RELAY_PREFERRED=true`, else the SLA
+    monitor), off the path from webhook to offer, becomes the leader when it runs; a ranked standby asks for the
+    lead every second on `leadrouter_relay_handover` with its rank, and a leader it outranks hands over. When
+    the leader's process or connection dies, the lock is freed and a standby takes over (events wait that long at
+    most, none is lost). Reconnects when its connection drops."""
 
-    def __init__(self, url: str, *, defer_s: float = 0.0, preferred: bool = False) -> None:
+    def __init__(self, url: str, *, defer_s: float = 0.0, rank: int = 0) -> None:
         self.dsn = asyncpg_dsn(url)
         self.defer_s = defer_s
-        self.preferred = preferred  # a preferred standby asks a leader that is not preferred to hand over
+        # A standby that outranks nobody waits; one with a rank asks the leader to hand over, and a leader hands
+        # over to a standby that outranks it (RANK_CHOSEN: LEADROUTER_RELAY_PREFERRED=true; RANK_DEFAULT: the
+        # monitor with it unset; 0: the others).
+        self.rank = rank
         self.is_leader = asyncio.Event()
 
     async def run(self) -> None:
@@ -454,24 +458,25 @@ class RelayLeadership:
                 self._stand_down()
                 with contextlib.suppress(Exception):
                     await conn.close(timeout=2)
-            if handed_over:  # give the preferred process the time to take the lock
+            if handed_over:  # give the process that outranks us the time to take the lock
                 await asyncio.sleep(LEADER_DEFER_S)
 
     async def _lead(self, conn: Any) -> bool:
-        """Stand by until this connection holds the lock, then lead until the connection is lost (False) or,
-        not preferred, until a preferred standby asks for the lead (True)."""
+        """Stand by until this connection holds the lock, then lead until the connection is lost (False) or
+        until a standby that outranks this one asks for the lead (True)."""
         global _leading
         lost, asked = asyncio.Event(), asyncio.Event()
         conn.add_termination_listener(lambda _conn: lost.set())
         while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", LEADER_LOCK_KEY):
-            if self.preferred:  # a process that is not preferred took the lead while we started: ask for it
-                await conn.execute(f"NOTIFY {HANDOVER_CHANNEL}")
+            if self.rank:  # a process we may outrank took the lead while we started: ask for it
+                await conn.execute("SELECT pg_notify($1, $2)", HANDOVER_CHANNEL, str(self.rank))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(lost.wait(), STANDBY_CHECK_S)
             if lost.is_set():
                 raise ConnectionError("connection lost")
-        if not self.preferred:
-            await conn.add_listener(HANDOVER_CHANNEL, lambda *_args: asked.set())
+        if self.rank < RANK_CHOSEN:
+            await conn.add_listener(HANDOVER_CHANNEL, lambda _conn, _pid, _channel, payload: (
+                asked.set() if payload.isdigit() and int(payload) > self.rank else None))
         await conn.add_listener(NOTIFY_CHANNEL, lambda *_args: OUTBOX_COMMITTED.set())
         self.is_leader.set()
         _leading = True
@@ -487,7 +492,7 @@ class RelayLeadership:
         if lost.is_set():
             log.warning("outbox relay: lost the leadership connection; reconnecting")
             return False
-        log.info("outbox relay: handing the publishing over to a preferred process")
+        log.info("outbox relay: handing the publishing over to a process that outranks this one")
         self._stand_down()
         await conn.fetchval("SELECT pg_advisory_unlock($1)", LEADER_LOCK_KEY)
         return True
@@ -500,9 +505,12 @@ class RelayLeadership:
 
 
 async def start_relay(state: Any, settings: Settings, group: TaskGroup, name: str, *,
-                      lead_first: bool = True) -> OutboxRelay:
+                      rank: int = RANK_DEFAULT) -> OutboxRelay:
     """Start a producer (retrying until the broker answers) and this process's relay, plus the hourly
-    purge of published rows past their retention; sets `state.producer` and `state.relay`."""
+    purge of published rows past their retention; sets `state.producer` and `state.relay`. `rank`: this
+    relay's claim to lead (PostgreSQL, see `RelayLeadership`), before `LEADROUTER_RELAY_PREFERRED`."""
+    if settings.relay_preferred is not None:
+        rank = RANK_CHOSEN if settings.relay_preferred else 0
     producer = make_producer(settings)
     await retry_forever("starting the producer", producer.start)
     state.producer = producer
@@ -511,8 +519,8 @@ async def start_relay(state: Any, settings: Settings, group: TaskGroup, name: st
                         watch=LogWatch(settings), replay_margin_s=settings.replay_margin_s)
     relay.ensure_topics = lambda: ensure_topics(settings)
     if not is_sqlite(settings.database_url):
-        relay.leadership = RelayLeadership(settings.database_url, defer_s=0.0 if lead_first else LEADER_DEFER_S,
-                                           preferred=lead_first)
+        relay.leadership = RelayLeadership(settings.database_url, defer_s=LEADER_DEFER_S if rank == 0 else 0.0,
+                                           rank=rank)
         group.start(f"{name}-leadership", relay.leadership.run())
     state.relay = relay
     group.start(name, relay.run())

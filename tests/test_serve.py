@@ -35,5 +35,5 @@ async def test_collection_pauses_are_exported_by_generation(client: httpx.AsyncC
     before = full_collections()
     gc.collect()
     text = (await client.get("/metrics")).text
-    assert full_collections() == before + 1
+    assert full_collections() >= before + 1  # (one the collector started itself may come on top)
     assert re.search(r'^leadrouter_gc_pause_seconds_sum\{generation="2"\} (\S+)$', text, re.M)

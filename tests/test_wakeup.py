@@ -179,12 +179,37 @@ async def test_one_relay_leads_per_database_and_a_standby_takes_over(db_url: str
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
+async def test_a_chosen_relay_outranks_the_monitor_and_the_monitor_does_not_take_it_back(db_url: str) -> None:
+    """LEADROUTER_RELAY_PREFERRED=true (RANK_CHOSEN) outranks the monitor's default: the monitor hands over, then
+    stands by without getting it back; equal ranks keep whoever leads."""
+    if not db_url.startswith("postgresql"):
+        return
+    monitor = RelayLeadership(db_url, rank=outbox.RANK_DEFAULT)
+    chosen = RelayLeadership(db_url, rank=outbox.RANK_CHOSEN)
+    tasks = [asyncio.create_task(monitor.run())]
+    try:
+        await asyncio.wait_for(monitor.is_leader.wait(), 5)
+        tasks.append(asyncio.create_task(chosen.run()))
+        await asyncio.wait_for(chosen.is_leader.wait(), 5)
+        assert not monitor.is_leader.is_set()
+        await asyncio.sleep(outbox.LEADER_DEFER_S + 1.5)  # the monitor asks every second; it is outranked
+        assert chosen.is_leader.is_set() and not monitor.is_leader.is_set()
+        other = RelayLeadership(db_url, rank=outbox.RANK_CHOSEN)
+        tasks.append(asyncio.create_task(other.run()))
+        await asyncio.sleep(2.5)  # the same rank asks in vain
+        assert chosen.is_leader.is_set() and not other.is_leader.is_set()
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
 async def test_a_preferred_relay_starting_later_gets_the_lead_handed_over(db_url: str) -> None:
     """A lead_router process took the lead because the monitor started late: the monitor asks for it and gets
     it, and the lead_router process stands by (it publishes nothing meanwhile)."""
     if not db_url.startswith("postgresql"):
         return
-    router, monitor = RelayLeadership(db_url), RelayLeadership(db_url, preferred=True)
+    router, monitor = RelayLeadership(db_url), RelayLeadership(db_url, rank=outbox.RANK_DEFAULT)
     tasks = [asyncio.create_task(router.run())]
     try:
         await asyncio.wait_for(router.is_leader.wait(), 5)

@@ -62,7 +62,7 @@ async def _run_kafka_parts(app: FastAPI, settings: Settings) -> None:
         # The monitor, or a router worker with LEADROUTER_RELAY_PREFERRED, leads the publishing; the others stand
         # by. Intake and routing are the path from webhook to offer: a relay in their event loop made every one
         # of their queries wait.
-        await start_relay(app.state, settings, group, "outbox-relay", lead_first=settings.relay_preferred is True)
+        await start_relay(app.state, settings, group, "outbox-relay", rank=0)
     if settings.run_router:
         # While the APIs route new leads on intake, this consumer routes only what they left, rejections and
         # recalls: it waits for records as long as the consumers off the path to an offer do.

@@ -31,7 +31,7 @@ from shared.kafka import GroupLag, ensure_topics
 from shared.limits import BodyGuard
 from shared.models import SlaAlert
 from shared.observability import RequestMetrics, install_probes
-from shared.outbox import backlog, dead_letters_waiting, start_relay
+from shared.outbox import RANK_DEFAULT, backlog, dead_letters_waiting, start_relay
 from shared.tasks import TaskGroup, retry_forever
 
 log = logging.getLogger("sla_monitor")
@@ -43,7 +43,7 @@ async def _run_kafka_parts(app: FastAPI, settings: Settings) -> None:
     group: TaskGroup = app.state.tasks
     # This relay leads (PostgreSQL) unless LEADROUTER_RELAY_PREFERRED says otherwise: the monitor is off the path
     # from webhook to offer, so publishing every process's events here keeps that work out of intake's event loop.
-    await start_relay(app.state, settings, group, "sla-outbox-relay", lead_first=settings.relay_preferred is not False)
+    await start_relay(app.state, settings, group, "sla-outbox-relay", rank=RANK_DEFAULT)
     consumer = monitor_consumer(settings, app.state.sessions)
     app.state.consumer = consumer
     group.start("sla-consumer", consumer.run())

@@ -35,27 +35,31 @@ def gauge(service: Service, name: str) -> float:
 
 
 def test_up_prefers_the_router_worker_while_the_api_routes_on_intake() -> None:
+    """The monitor keeps its default (empty is unset), which outranks a worker that says `false`."""
     roles = {name: extra for name, _, extra in process_roles(Settings(route_on_intake=True))}
     assert [roles[r]["LEADROUTER_RELAY_PREFERRED"] for r in ("lead_router", "router worker", "sla_monitor")] == [
-        "false", "true", "false"]
+        "false", "true", ""]
     roles = {name: extra for name, _, extra in process_roles(Settings(route_on_intake=False))}
     assert [roles[r]["LEADROUTER_RELAY_PREFERRED"] for r in ("lead_router", "router worker", "sla_monitor")] == [
-        "false", "false", "true"]
+        "false", "false", ""]
+    assert Settings(relay_preferred="").relay_preferred is None  # type: ignore[arg-type]
 
 
 def test_the_preferred_router_worker_publishes_and_the_monitor_stands_by(
         pg_db: str, bootstrap: str, tmp_path: Path) -> None:
+    """The monitor, with the setting unset, leads first; the worker that says `true` outranks it and gets the lead
+    handed over."""
     env = service_env(pg_db, bootstrap, unique_prefix())
     worker_port, monitor_port = free_port(), free_port()
     worker = Service("services.lead_router", {**env, "LEADROUTER_ROUTER_PORT": str(worker_port),
                                               "LEADROUTER_RELAY_PREFERRED": "true"}, worker_port,
                      tmp_path / "worker.log")
-    monitor = Service("services.sla_monitor", {**env, "LEADROUTER_MONITOR_PORT": str(monitor_port),
-                                               "LEADROUTER_RELAY_PREFERRED": "false"}, monitor_port,
+    monitor = Service("services.sla_monitor", {**env, "LEADROUTER_MONITOR_PORT": str(monitor_port)}, monitor_port,
                       tmp_path / "monitor.log")
-    monitor.start()  # first: it still leaves the lead to the preferred worker
-    worker.start()
+    monitor.start()
     try:
+        monitor.wait_until(lambda: gauge(monitor, "leadrouter_outbox_relay_leading") == 1, 30)
+        worker.start()
         worker.wait_until(lambda: gauge(worker, "leadrouter_outbox_relay_leading") == 1, 30)
         assert gauge(monitor, "leadrouter_outbox_relay_leading") == 0
         with httpx.Client(base_url=worker.url, timeout=10) as http:
