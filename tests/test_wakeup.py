@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 
 import asyncpg
 import pytest
@@ -160,23 +162,48 @@ async def test_the_leading_relay_wakes_on_a_notification(db_url: str) -> None:
         await asyncio.gather(task, return_exceptions=True)
 
 
-async def test_one_relay_leads_per_database_and_a_standby_takes_over(db_url: str) -> None:
-    if not db_url.startswith("postgresql"):
-        return  # SQLite: the lock file beside the database picks the publishing relay
-    first, second = RelayLeadership(db_url), RelayLeadership(db_url)
-    tasks = [asyncio.create_task(first.run())]
+@asynccontextmanager
+async def leaderships() -> AsyncIterator[Callable[[RelayLeadership], asyncio.Task[None]]]:
+    """Start relays' leaderships as tasks (the returned function); all are cancelled when the block ends."""
+    tasks: list[asyncio.Task[None]] = []
+
+    def start(leadership: RelayLeadership) -> asyncio.Task[None]:
+        tasks.append(asyncio.create_task(leadership.run()))
+        return tasks[-1]
+
     try:
-        await asyncio.wait_for(first.is_leader.wait(), 5)
-        tasks.append(asyncio.create_task(second.run()))
-        await asyncio.sleep(1.5)
-        assert first.is_leader.is_set() and not second.is_leader.is_set()
-        tasks[0].cancel()  # the leading process goes away: its connection, and the lock, with it
-        await asyncio.gather(tasks[0], return_exceptions=True)
-        await asyncio.wait_for(second.is_leader.wait(), 5)
+        yield start
     finally:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def hands_over(start: Callable[[RelayLeadership], asyncio.Task[None]], leader: RelayLeadership,
+                     outranking: RelayLeadership) -> None:
+    """`leader` leads; `outranking` starts, is handed the lead, and keeps it once `leader` stands by again."""
+    start(leader)
+    await asyncio.wait_for(leader.is_leader.wait(), 5)
+    start(outranking)
+    await asyncio.wait_for(outranking.is_leader.wait(), 5)
+    assert not leader.is_leader.is_set()
+    await asyncio.sleep(outbox.LEADER_DEFER_S + 1.5)  # the one handing over stands by again; the lead stays
+    assert outranking.is_leader.is_set() and not leader.is_leader.is_set()
+
+
+async def test_one_relay_leads_per_database_and_a_standby_takes_over(db_url: str) -> None:
+    if not db_url.startswith("postgresql"):
+        return  # SQLite: the lock file beside the database picks the publishing relay
+    first, second = RelayLeadership(db_url), RelayLeadership(db_url)
+    async with leaderships() as start:
+        leading = start(first)
+        await asyncio.wait_for(first.is_leader.wait(), 5)
+        start(second)
+        await asyncio.sleep(1.5)
+        assert first.is_leader.is_set() and not second.is_leader.is_set()
+        leading.cancel()  # the leading process goes away: its connection, and the lock, with it
+        await asyncio.gather(leading, return_exceptions=True)
+        await asyncio.wait_for(second.is_leader.wait(), 5)
 
 
 async def test_a_chosen_relay_outranks_the_monitor_and_the_monitor_does_not_take_it_back(db_url: str) -> None:
@@ -186,22 +213,12 @@ async def test_a_chosen_relay_outranks_the_monitor_and_the_monitor_does_not_take
         return
     monitor = RelayLeadership(db_url, rank=outbox.RANK_DEFAULT)
     chosen = RelayLeadership(db_url, rank=outbox.RANK_CHOSEN)
-    tasks = [asyncio.create_task(monitor.run())]
-    try:
-        await asyncio.wait_for(monitor.is_leader.wait(), 5)
-        tasks.append(asyncio.create_task(chosen.run()))
-        await asyncio.wait_for(chosen.is_leader.wait(), 5)
-        assert not monitor.is_leader.is_set()
-        await asyncio.sleep(outbox.LEADER_DEFER_S + 1.5)  # the monitor asks every second; it is outranked
-        assert chosen.is_leader.is_set() and not monitor.is_leader.is_set()
+    async with leaderships() as start:
+        await hands_over(start, monitor, chosen)  # the monitor asks every second meanwhile: it is outranked
         other = RelayLeadership(db_url, rank=outbox.RANK_CHOSEN)
-        tasks.append(asyncio.create_task(other.run()))
+        start(other)
         await asyncio.sleep(2.5)  # the same rank asks in vain
         assert chosen.is_leader.is_set() and not other.is_leader.is_set()
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def test_a_preferred_relay_starting_later_gets_the_lead_handed_over(db_url: str) -> None:
@@ -210,15 +227,5 @@ async def test_a_preferred_relay_starting_later_gets_the_lead_handed_over(db_url
     if not db_url.startswith("postgresql"):
         return
     router, monitor = RelayLeadership(db_url), RelayLeadership(db_url, rank=outbox.RANK_DEFAULT)
-    tasks = [asyncio.create_task(router.run())]
-    try:
-        await asyncio.wait_for(router.is_leader.wait(), 5)
-        tasks.append(asyncio.create_task(monitor.run()))
-        await asyncio.wait_for(monitor.is_leader.wait(), 5)
-        assert not router.is_leader.is_set()
-        await asyncio.sleep(outbox.LEADER_DEFER_S + 1.5)  # the router stands by again; the monitor keeps it
-        assert monitor.is_leader.is_set() and not router.is_leader.is_set()
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+    async with leaderships() as start:
+        await hands_over(start, router, monitor)
