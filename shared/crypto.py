@@ -20,9 +20,18 @@ class SecretUnreadable(Exception):
     """A stored secret was encrypted with a key that is no longer configured."""
 
 
-def _fernet(settings: Settings) -> MultiFernet:
+def _keys(settings: Settings) -> list[str]:
     raw = settings.secret_key.get_secret_value() if settings.secret_key else ""
-    keys = [k.strip() for k in raw.split(",") if k.strip()]
+    return [k.strip() for k in raw.split(",") if k.strip()]
+
+
+def has_key(settings: Settings) -> bool:
+    """Whether secrets can be stored and read here (`LEADROUTER_SECRET_KEY` holds at least one key)."""
+    return bool(_keys(settings))
+
+
+def _fernet(settings: Settings) -> MultiFernet:
+    keys = _keys(settings)
     if not keys:
         raise SecretKeyMissing("LEADROUTER_SECRET_KEY is not set")
     # Any string is a key: its SHA-256 is the Fernet key (a random key of 32+ characters is expected).

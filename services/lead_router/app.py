@@ -39,6 +39,7 @@ from services.lead_router.source.endpoints import router as sources_router
 from services.lead_router.source.service import SourceCache
 from services.lead_router.ui.endpoints import router as ui_router
 from shared.config import Settings, get_settings
+from shared.crypto import has_key
 from shared.db import create_engine, delete_in_batches, session_factory
 from shared.errors import install_error_handlers
 from shared.kafka import ConsumerLoop, GroupLag, ensure_topics
@@ -136,7 +137,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.tasks.start("history-retention", every(3600, "purging ended deliveries and old webhook ids",
                                                              lambda: purge_history(app.state.sessions),
                                                              first_after_s=60))
-            if settings.secret_key is not None and settings.secret_key.get_secret_value().strip():
+            if has_key(settings):
                 app.state.tasks.start("secrets-at-rest", every(3600, "encrypting signing secrets stored in clear",
                                                                lambda: encrypt_stored_secrets(app.state.sessions,
                                                                                               settings=settings),
