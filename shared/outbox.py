@@ -46,10 +46,15 @@ def add_event(session: AsyncSession, *, topic: str, name: str, source: str, subj
               data: dict[str, Any], at: datetime | None = None) -> CloudEvent:
     """Stage a CloudEvent for publication in the caller's transaction."""
     ev = new_event(name, source=source, subject=subject, data=data, at=at)
-    stage_insert(session, OutboxMessage, {"event_id": ev.id, "topic": topic, "key": subject, "type": ev.type,
-                                          "payload": encode(ev), "created_at": ev.time, "attempts": 0})
+    stage_insert(session, OutboxMessage, event_row(topic, ev))
     OUTBOX_COMMITTED.mark(session)
     return ev
+
+
+def event_row(topic: str, ev: CloudEvent) -> dict[str, Any]:
+    """The outbox row that publishes `ev` to `topic`, keyed by its subject."""
+    return {"event_id": ev.id, "topic": topic, "key": ev.subject, "type": ev.type, "payload": encode(ev),
+            "created_at": ev.time, "attempts": 0}
 
 
 async def backlog(session: AsyncSession) -> int:
@@ -400,6 +405,13 @@ LEADER_DEFER_S = 3.0
 
 
 _leading = False  # this process's relay publishes the database's events (set by RelayLeadership)
+
+
+def wake_channel() -> str | None:
+    """For events committed outside a session (one autocommit statement on PostgreSQL): the channel that
+    statement notifies to wake the leading relay of another process, None when this process's relay leads
+    (then `OUTBOX_COMMITTED.set()` after it, as a session's commit does; see `_tell_the_leader`)."""
+    return None if _leading else NOTIFY_CHANNEL
 
 
 @sa_event.listens_for(Session, "before_commit", insert=True)  # before the staged rows' statement takes the NOTIFY

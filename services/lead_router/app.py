@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from services.lead_router.intake.direct import DirectIntake
 from services.lead_router.intake.endpoints import router as intake_router
 from services.lead_router.intake.service import forgettable_receipts
 from services.lead_router.intake.writer import IngestWriter
@@ -122,8 +123,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.tasks = TaskGroup()
         app.state.intake_router = IntakeRouter(app.state.sessions, settings) if settings.route_on_intake else None
         app.state.ingest_writer = IngestWriter(
-            app.state.sessions, settings,
-            followup=app.state.intake_router)
+            app.state.sessions, settings, followup=app.state.intake_router,
+            direct=DirectIntake(engine, settings) if engine.dialect.name == "postgresql" else None)
         app.state.sources = SourceCache(app.state.sessions, settings)
         app.state.tasks.start("ingest-writer", app.state.ingest_writer.run())
         if app.state.intake_router is not None:

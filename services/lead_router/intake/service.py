@@ -34,6 +34,20 @@ def normalize_email(email: str) -> str:
     return email.strip().lower()
 
 
+def new_lead(source: str, body: LeadIn, now: datetime | None = None) -> Lead:
+    """A lead for `body`, as intake inserts it (not added to a session)."""
+    now = now or utcnow()
+    lead = Lead(lead_id=str(uuid.uuid4()), source=source, external_id=body.external_id, status=RECEIVED,
+                created_at=now, updated_at=now)
+    _apply(lead, body)
+    return lead
+
+
+def lead_row(lead: Lead) -> dict[str, Any]:
+    """Every column of `lead`, for an INSERT of plain values."""
+    return {c.key: getattr(lead, c.key) for c in Lead.__table__.columns}
+
+
 def _apply(lead: Lead, body: LeadIn) -> None:
     lead.score = body.score
     lead.product = body.product
@@ -69,10 +83,7 @@ async def ingest(session: AsyncSession, *, source: str, body: LeadIn, webhook_id
             return IntakeAccepted(lead_id=receipt.lead_id, status=lead.status if lead else RECEIVED,
                                   duplicate=True)
     for _ in range(3):
-        lead = Lead(lead_id=str(uuid.uuid4()), source=source, external_id=body.external_id, status=RECEIVED,
-                    created_at=utcnow())
-        lead.updated_at = lead.created_at
-        _apply(lead, body)
+        lead = new_lead(source, body)
         if await _insert_new(session, lead):
             timeline.record(session, settings, lead, "lead.received", data=received_data(lead), at=lead.created_at)
             await _claim(session, source, webhook_id, lead.lead_id)
@@ -190,7 +201,7 @@ async def _remember(session: AsyncSession, source: str, webhook_id: str | None, 
 async def _insert_new(session: AsyncSession, lead: Lead) -> bool:
     """False when the lead exists already, also when the same lead arrives concurrently: the later
     insert waits for the first to commit and then does nothing."""
-    return await _insert_ignore(session, Lead, {c.key: getattr(lead, c.key) for c in Lead.__table__.columns})
+    return await _insert_ignore(session, Lead, lead_row(lead))
 
 
 async def _insert_ignore(session: AsyncSession, model: type[Base], values: dict[str, Any]) -> bool:
@@ -225,12 +236,7 @@ async def ingest_many(session: AsyncSession, items: list[tuple[str, LeadIn, str 
     """`ingest` for a batch in one transaction: new leads go in with one multi-row INSERT .. ON CONFLICT
     DO NOTHING and their events with one INSERT per table; repeats take the single-lead path."""
     now = utcnow()
-    leads = []
-    for source, body, _ in items:
-        lead = Lead(lead_id=str(uuid.uuid4()), source=source, external_id=body.external_id, status=RECEIVED,
-                    created_at=now, updated_at=now)
-        _apply(lead, body)
-        leads.append(lead)
+    leads = [new_lead(source, body, now) for source, body, _ in items]
     seen = await _known_webhooks(session, [(src, wid) for src, _, wid in items if wid])
     fresh = []
     for lead, (src, _, wid) in zip(leads, items, strict=True):
@@ -241,7 +247,7 @@ async def ingest_many(session: AsyncSession, items: list[tuple[str, LeadIn, str 
         fresh.append(lead)
     inserted: set[str] = set()
     if fresh:
-        rows = [{c.key: getattr(lead, c.key) for c in Lead.__table__.columns} for lead in fresh]
+        rows = [lead_row(lead) for lead in fresh]
         inserted = set((await session.scalars(_INSERT_NEW[is_postgres(session)], rows)).all())
     await _claim_many(session, [(src, wid, lead.lead_id) for lead, (src, _, wid) in zip(leads, items, strict=True)
                                 if wid and lead.lead_id in inserted], now)

@@ -14,14 +14,16 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, cast
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from services.lead_router.intake.direct import DirectIntake
 from services.lead_router.intake.schemas import IntakeAccepted, IntakeItem, LeadIn
 from services.lead_router.intake.service import Entry, Patch, WebhookTaken, apply_patch, ingest, ingest_many
 from services.lead_router.lead.states import RECEIVED
 from shared.config import Settings
+from shared.models import utcnow
 from shared.observability import stage
 from shared.wakeup import OUTBOX_COMMITTED
 
@@ -53,11 +55,12 @@ class Followup(Protocol):
 
 class IngestWriter:
     def __init__(self, sessions: async_sessionmaker[AsyncSession], settings: Settings, *,
-                 max_batch: int = 200, followup: Followup | None = None) -> None:
+                 max_batch: int = 200, followup: Followup | None = None, direct: DirectIntake | None = None) -> None:
         self.sessions = sessions
         self.settings = settings
         self.max_batch = max_batch
         self.followup = followup  # told the ids of the leads left waiting (`received`) by each commit
+        self.direct = direct  # PostgreSQL: requests of one new lead each, with one statement (see intake.direct)
         self.queue: asyncio.Queue[Unit] = asyncio.Queue()
 
     async def submit(self, source: str, entries: list[Entry], webhook_ids: list[str | None]) -> list[IntakeItem]:
@@ -76,6 +79,10 @@ class IngestWriter:
             await self._write(batch)
 
     async def _write(self, batch: list[Unit]) -> None:
+        if self.direct is not None:
+            batch = await self._write_direct(batch)
+            if not batch:
+                return
         try:
             async with self.sessions() as session, session.begin():
                 results = await self._store(session, batch)
@@ -95,6 +102,43 @@ class IngestWriter:
             if not unit.future.done():
                 unit.future.set_result(result)
         self._tell(waiting, wake_relay=deferred)
+
+    async def _write_direct(self, batch: list[Unit]) -> list[Unit]:
+        """Store the requests of one new lead each with one statement; returns the requests left to the
+        session's transaction (see `intake.direct`: duplicates, patches, requests of several entries)."""
+        assert self.direct is not None
+        single, webhook_ids = [], set()
+        for unit in batch:
+            entry, webhook_id = unit.entries[0], unit.webhook_ids[0]
+            if len(unit.entries) == 1 and isinstance(entry, LeadIn) and (unit.source, webhook_id) not in webhook_ids:
+                single.append(unit)
+                if webhook_id:
+                    webhook_ids.add((unit.source, webhook_id))
+        if not single:
+            return batch
+        # As `_defer_wake`: when the follow-up takes every lead stored here, its commit wakes the relay.
+        deferred = self.followup is not None and len(single) <= self.followup.room()
+        try:
+            stored = await self.direct.store([(u.source, cast(LeadIn, u.entries[0]), u.webhook_ids[0]) for u in single],
+                                             now=utcnow(), wake_relay=not deferred)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the session's transaction stores them, or answers why not
+            log.info("storing %d new lead(s) with one statement failed; storing them in a transaction", len(single),
+                     exc_info=True)
+            return batch
+        now = time.monotonic()
+        waiting, done = [], set()
+        for unit, lead_id in zip(single, stored.lead_ids, strict=True):
+            if lead_id in stored.inserted:
+                COMMIT_STAGE.observe(now - unit.submitted)
+                waiting.append(lead_id)
+                done.add(id(unit))
+                if not unit.future.done():
+                    unit.future.set_result([IntakeItem(external_id=unit.entries[0].external_id, lead_id=lead_id,
+                                                       status=RECEIVED, duplicate=False)])
+        self._tell(waiting, wake_relay=deferred)
+        return [unit for unit in batch if id(unit) not in done]
 
     def _defer_wake(self, session: AsyncSession, waiting: list[str]) -> bool:
         """When the follow-up takes every lead this commit leaves waiting, its transaction (a moment later)
