@@ -124,7 +124,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.intake_router = IntakeRouter(app.state.sessions, settings) if settings.route_on_intake else None
         app.state.ingest_writer = IngestWriter(
             app.state.sessions, settings, followup=app.state.intake_router,
-            direct=DirectIntake(engine, settings) if engine.dialect.name == "postgresql" else None)
+            direct=DirectIntake(engine, settings) if engine.dialect.driver == "asyncpg" else None)
         app.state.sources = SourceCache(app.state.sessions, settings)
         app.state.tasks.start("ingest-writer", app.state.ingest_writer.run())
         if app.state.intake_router is not None:

@@ -21,6 +21,7 @@ Left to the transactional path (the writer's session, unchanged), which answers 
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -30,6 +31,7 @@ from sqlalchemy import Table
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.types import TypeEngine
 
 from services.lead_router.intake.schemas import LeadIn
 from services.lead_router.intake.service import lead_row, new_lead, received_data
@@ -74,9 +76,14 @@ class DirectIntake:
         arrays.append([webhook_id for _, _, webhook_id in items])
         channel = wake_channel() if wake_relay else None
         async with self.engine.connect() as connection:
-            driver = (await connection.get_raw_connection()).driver_connection
+            driver: Any = (await connection.get_raw_connection()).driver_connection
             DB_STATEMENTS.inc()
-            inserted = set(await cast(Any, driver).fetchval(statement, *arrays, channel))
+            try:
+                inserted = set(await driver.fetchval(statement, *arrays, channel))
+            except BaseException:
+                if driver.is_closed():  # SQLAlchemy did not see it fail: keep it out of the pool
+                    await connection.invalidate()
+                raise
         if inserted and wake_relay:
             OUTBOX_COMMITTED.set()  # this process's relay, when it leads (the NOTIFY wakes another's)
         return Stored(inserted, [lead.lead_id for lead in leads])
@@ -94,10 +101,9 @@ def _statement(shape: tuple[tuple[str, ...], ...]) -> tuple[str, _Columns]:
     dialect = asyncpg_dialect()
     quote = dialect.identifier_preparer
     columns: _Columns = tuple((part, name) for part, names in enumerate(shape) for name in names)
-    casts = [f"${i}::{_TABLES[part].c[name].type.compile(dialect=dialect)}[]"
-             for i, (part, name) in enumerate(columns, start=1)]
+    casts = [f"${i}::{_array(_TABLES[part].c[name].type, dialect)}" for i, (part, name) in enumerate(columns, start=1)]
     webhook_ids, channel = len(casts) + 1, len(casts) + 2
-    casts.append(f"${webhook_ids}::{WebhookReceipt.__table__.c.webhook_id.type.compile(dialect=dialect)}[]")
+    casts.append(f"${webhook_ids}::{_array(WebhookReceipt.__table__.c.webhook_id.type, dialect)}")
     names = [f"{_PREFIXES[part]}_{name}" for part, name in columns] + ["w_webhook_id"]
 
     def insert(part: int, table: Table) -> str:
@@ -121,6 +127,12 @@ def _statement(shape: tuple[tuple[str, ...], ...]) -> tuple[str, _Columns]:
            f"SELECT array(SELECT lead_id FROM l), "
            f"(SELECT pg_notify(${channel}, '') WHERE ${channel}::text IS NOT NULL AND EXISTS (SELECT 1 FROM l))")
     return sql, columns
+
+
+def _array(type_: TypeEngine[Any], dialect: Dialect) -> str:
+    """An array of the column's type without its length: a cast to `VARCHAR(n)` would cut a longer value,
+    where the INSERT into the column refuses it."""
+    return re.sub(r"\(\d+\)", "", type_.compile(dialect=dialect)) + "[]"
 
 
 def _converters(columns: _Columns, dialect: Dialect) -> list[tuple[int, str, Callable[[Any], Any] | None]]:

@@ -114,6 +114,8 @@ class IngestWriter:
                 single.append(unit)
                 if webhook_id:
                     webhook_ids.add((unit.source, webhook_id))
+            elif any(isinstance(e, LeadIn) for e in unit.entries):
+                break  # its leads come first, as they arrived: a later delivery of one of them is merged into it
         if not single:
             return batch
         # As `_defer_wake`: when the follow-up takes every lead stored here, its commit wakes the relay.
