@@ -112,6 +112,7 @@ def make_consumer(settings: Settings, *topics: str, group_id: str, background: b
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         fetch_max_wait_ms=settings.background_fetch_wait_ms if background else settings.kafka_fetch_max_wait_ms,
+        fetch_min_bytes=settings.kafka_background_fetch_min_bytes if background else 1,
         session_timeout_ms=settings.kafka_session_timeout_ms,
         heartbeat_interval_ms=min(1_000, settings.kafka_session_timeout_ms // 3),
         metadata_max_age_ms=METADATA_MAX_AGE_MS,

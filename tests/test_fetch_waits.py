@@ -1,5 +1,6 @@
 """Consumers on the path from webhook to offer wait `kafka_fetch_max_wait_ms` for records; the others wait
-longer (`kafka_background_fetch_max_wait_ms`), so they poll the broker less and get bigger batches."""
+longer (`kafka_background_fetch_max_wait_ms`) and for more bytes (`kafka_background_fetch_min_bytes`), so they
+poll the broker less and get bigger batches."""
 
 from __future__ import annotations
 
@@ -13,6 +14,9 @@ async def test_background_consumers_wait_longer_and_never_shorter() -> None:
     settings = Settings(kafka_fetch_max_wait_ms=10, kafka_background_fetch_max_wait_ms=100)
     assert make_consumer(settings, "t", group_id="g")._fetch_max_wait_ms == 10
     assert make_consumer(settings, "t", group_id="g", background=True)._fetch_max_wait_ms == 100
+    # and, under load, for a batch a wait: the broker answers once this many bytes wait (or the wait ends)
+    assert make_consumer(settings, "t", group_id="g")._fetch_min_bytes == 1
+    assert make_consumer(settings, "t", group_id="g", background=True)._fetch_min_bytes == 65_536
     kafka = Settings(kafka_fetch_max_wait_ms=500, kafka_background_fetch_max_wait_ms=100)  # docker-compose's
     assert make_consumer(kafka, "t", group_id="g", background=True)._fetch_max_wait_ms == 500
 
