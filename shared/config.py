@@ -66,9 +66,10 @@ class Settings(BaseSettings):
     # broker less while idle and hands them bigger batches (one transaction each) under load. Never shorter
     # than `kafka_fetch_max_wait_ms`.
     kafka_background_fetch_max_wait_ms: int = Field(default=100, ge=1)
-    # What those consumers' fetches wait for besides: the broker answers once this many bytes are waiting, or
-    # after the wait above. With 1, a consumer that keeps up fetched again at once and took a batch of a few
-    # records each time, each batch a transaction and an offset commit; with more, a batch a wait under load.
+    # What the SLA monitor's and the recall consumer's fetches wait for besides (no person waits on their
+    # records; not the router's, whose rejections reach the next partner, nor the alert feed's): the broker
+    # answers once this many bytes are waiting, or after the wait above. With 1, a consumer that kept up took a
+    # few records a batch, each batch a transaction and an offset commit; with more, a batch a wait under load.
     kafka_background_fetch_min_bytes: int = Field(default=65_536, ge=1)
     # A consumer that stops heartbeating is out of its group after this long; the bundled broker also
     # waits half of it for members to join a rebalance, so it is how long a first assignment takes there.

@@ -103,16 +103,21 @@ def make_producer(settings: Settings) -> AIOKafkaProducer:
     )
 
 
-def make_consumer(settings: Settings, *topics: str, group_id: str, background: bool = False) -> AIOKafkaConsumer:
-    """`background`: off the path from webhook to offer, so it waits longer for records (see `Settings`)."""
+def make_consumer(settings: Settings, *topics: str, group_id: str, background: bool = False,
+                  gather: bool = False) -> AIOKafkaConsumer:
+    """`background`: off the path from webhook to offer, so it waits longer for records (see `Settings`).
+    `gather` (background too): no person waits on its records (SLA clocks, recalls), so under load it takes a
+    batch a wait (`kafka_background_fetch_min_bytes`); not for the router, whose rejections reach the next
+    partner through it."""
     return AIOKafkaConsumer(
         *topics,
         bootstrap_servers=settings.bootstrap,
         group_id=group_id,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
-        fetch_max_wait_ms=settings.background_fetch_wait_ms if background else settings.kafka_fetch_max_wait_ms,
-        fetch_min_bytes=settings.kafka_background_fetch_min_bytes if background else 1,
+        fetch_max_wait_ms=(settings.background_fetch_wait_ms if background or gather
+                           else settings.kafka_fetch_max_wait_ms),
+        fetch_min_bytes=settings.kafka_background_fetch_min_bytes if gather else 1,
         session_timeout_ms=settings.kafka_session_timeout_ms,
         heartbeat_interval_ms=min(1_000, settings.kafka_session_timeout_ms // 3),
         metadata_max_age_ms=METADATA_MAX_AGE_MS,
@@ -180,9 +185,10 @@ _CLAIM = {True: _claim(postgresql.insert), False: _claim(sqlite.insert)}  # buil
 class ConsumerLoop:
     def __init__(self, settings: Settings, sessions: async_sessionmaker[AsyncSession], *, name: str,
                  topics: list[str], group_id: str, handlers: dict[str, Handler],
-                 batch: BatchHandler | None = None, background: bool = False) -> None:
+                 batch: BatchHandler | None = None, background: bool = False, gather: bool = False) -> None:
         self.settings = settings
         self.background = background  # off the path from webhook to offer: waits longer for records
+        self.gather = gather  # no person waits on its records: a batch a wait (see `make_consumer`)
         self.sessions = sessions
         self.name = name
         self.topics = topics
@@ -198,7 +204,8 @@ class ConsumerLoop:
     async def run(self) -> None:
         backoff = 0.5
         while True:
-            consumer = make_consumer(self.settings, group_id=self.group_id, background=self.background)
+            consumer = make_consumer(self.settings, group_id=self.group_id, background=self.background,
+                                     gather=self.gather)
             try:
                 await asyncio.wait_for(consumer.start(), 30)
                 consumer.subscribe(self.topics, listener=_Rebalance(self))

@@ -14,9 +14,12 @@ async def test_background_consumers_wait_longer_and_never_shorter() -> None:
     settings = Settings(kafka_fetch_max_wait_ms=10, kafka_background_fetch_max_wait_ms=100)
     assert make_consumer(settings, "t", group_id="g")._fetch_max_wait_ms == 10
     assert make_consumer(settings, "t", group_id="g", background=True)._fetch_max_wait_ms == 100
-    # and, under load, for a batch a wait: the broker answers once this many bytes wait (or the wait ends)
+    # Those no person waits on (SLA clocks, recalls) also wait for a batch: the broker answers once this many
+    # bytes wait (or the wait ends); the router's (rejections go to the next partner through it) does not.
     assert make_consumer(settings, "t", group_id="g")._fetch_min_bytes == 1
-    assert make_consumer(settings, "t", group_id="g", background=True)._fetch_min_bytes == 65_536
+    assert make_consumer(settings, "t", group_id="g", background=True)._fetch_min_bytes == 1
+    gathering = make_consumer(settings, "t", group_id="g", gather=True)
+    assert (gathering._fetch_min_bytes, gathering._fetch_max_wait_ms) == (65_536, 100)
     kafka = Settings(kafka_fetch_max_wait_ms=500, kafka_background_fetch_max_wait_ms=100)  # docker-compose's
     assert make_consumer(kafka, "t", group_id="g", background=True)._fetch_max_wait_ms == 500
 
@@ -24,6 +27,6 @@ async def test_background_consumers_wait_longer_and_never_shorter() -> None:
 async def test_the_sla_monitor_consumes_in_the_background(sqlite_url: str) -> None:
     engine = create_engine(sqlite_url)
     try:
-        assert monitor_consumer(Settings(database_url=sqlite_url), session_factory(engine)).background
+        assert monitor_consumer(Settings(database_url=sqlite_url), session_factory(engine)).gather
     finally:
         await engine.dispose()

@@ -77,7 +77,7 @@ async def _run_kafka_parts(app: FastAPI, settings: Settings) -> None:
         recalls = ConsumerLoop(settings, app.state.sessions, name="recall", topics=[settings.sla_topic],
                                group_id=f"{settings.topic_prefix}.{ROUTER_GROUP}-recall",
                                handlers={**sla_handlers(settings), "sla.clock_ended": handle_clock_ended},
-                               background=True)
+                               gather=True)
         group.start("recall-consumer", recalls.run())
 
 

@@ -22,4 +22,4 @@ def monitor_consumer(settings: Settings, sessions: async_sessionmaker[AsyncSessi
     the plain handlers."""
     return ConsumerLoop(settings, sessions, name=CONSUMER_NAME, topics=[settings.leads_topic, settings.partners_topic],
                         group_id=monitor_group(settings), handlers=monitor_handlers(settings),
-                        batch=monitor_batch(settings), background=True)
+                        batch=monitor_batch(settings), gather=True)
