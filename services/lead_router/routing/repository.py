@@ -1,8 +1,8 @@
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import JSON, Integer, bindparam, func, literal, null, select, text, union_all
+from sqlalchemy import JSON, Integer, bindparam, func, literal, null, select, text, type_coerce, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.lead_router.lead.states import ROUTABLE
@@ -10,6 +10,13 @@ from shared.db import is_postgres, stage_upsert
 from shared.models import Lead, LeadOffer, PartnerLoad, RoutingInputsVersion, RoutingState, RuleSet, utcnow
 
 ROUTING_LOCK_KEY = 746_215_002
+
+
+class Waiting(NamedTuple):
+    leads: list[Lead]
+    version: int | None  # of routing's inputs
+    states: dict[str, dict[str, Any]]  # strategy state by rule
+    loads: dict[str, int]  # open leads by partner
 
 
 class RoutingRepository:
@@ -31,14 +38,21 @@ class RoutingRepository:
         """Whether any of `lead_ids` is waiting to be routed (no lock taken, no lead loaded)."""
         return await self.session.scalar(_ANY_WAITING, {"ids": lead_ids}) is not None
 
-    async def waiting_leads(self, lead_ids: list[str]) -> tuple[list[Lead], int | None]:
-        """The leads among `lead_ids` still waiting to be routed, locked, in id order; and the version of
-        routing's inputs (`RoutingInputsVersion`; None: no row), read by the same statement. Called under the
-        routing lock: the statement's snapshot is taken after the lock was granted, so the version is as new
-        as any partner or rule set a decision could see (read in the lock's statement, it would come from a
-        snapshot taken before the wait, and a change committed meanwhile would be missed)."""
-        rows = (await self.session.execute(_WAITING, {"ids": lead_ids})).all()
-        return [lead for lead, _ in rows], (rows[0][1] if rows else None)
+    async def waiting_leads(self, lead_ids: list[str]) -> Waiting:
+        """The leads among `lead_ids` still waiting to be routed, locked, in id order; with the version of
+        routing's inputs (`RoutingInputsVersion`; None: no row), every rule's strategy state and every
+        partner's open leads, read by the same statement (one round trip fewer than `states_and_loads` after
+        it). Called under the routing lock: the statement's snapshot is taken after the lock was granted, so
+        the version, states and loads are as new as any decision could see (read in the lock's statement,
+        they would come from a snapshot taken before the wait, and a change committed meanwhile would be
+        missed)."""
+        rows = (await self.session.execute(_WAITING[is_postgres(self.session)], {"ids": lead_ids})).all()
+        if not rows:
+            return Waiting([], None, {}, {})
+        _, version, states, loads = rows[0]
+        return Waiting([row[0] for row in rows], version,
+                       {rule: dict(state or {}) for rule, state in (states or {}).items()},
+                       {partner: int(n) for partner, n in (loads or {}).items()})
 
     async def states_and_loads(self) -> tuple[dict[str, dict[str, Any]], dict[str, int]]:
         """Every rule's strategy state and every partner's open leads, in one statement (both change with
@@ -72,8 +86,23 @@ _VERSION = select(RoutingInputsVersion.version).where(RoutingInputsVersion.id ==
 _LOCK = text("SELECT pg_advisory_xact_lock(:k)").bindparams(k=ROUTING_LOCK_KEY)
 _WAITING_WHERE = (Lead.lead_id.in_(bindparam("ids", expanding=True)), Lead.status.in_(ROUTABLE))
 _ANY_WAITING = select(Lead.lead_id).where(*_WAITING_WHERE).limit(1)
-_WAITING = (select(Lead, _VERSION.scalar_subquery()).where(*_WAITING_WHERE).order_by(Lead.lead_id)
-            .with_for_update(of=Lead))
+
+
+def _waiting(postgres: bool) -> Any:
+    """Waiting leads, each row with the version and, as JSON objects, the states and the loads (the same for
+    every row: PostgreSQL computes an uncorrelated subquery once)."""
+    if postgres:
+        states, loads = (func.json_object_agg(RoutingState.rule, RoutingState.state),
+                         func.json_object_agg(PartnerLoad.partner_id, PartnerLoad.open_leads))
+    else:  # SQLite keeps JSON as text: json() makes the state a nested object, not a string
+        states, loads = (func.json_group_object(RoutingState.rule, func.json(RoutingState.state)),
+                         func.json_group_object(PartnerLoad.partner_id, PartnerLoad.open_leads))
+    return (select(Lead, _VERSION.scalar_subquery(), type_coerce(select(states).scalar_subquery(), JSON),
+                   type_coerce(select(loads).scalar_subquery(), JSON))
+            .where(*_WAITING_WHERE).order_by(Lead.lead_id).with_for_update(of=Lead))
+
+
+_WAITING = {postgres: _waiting(postgres) for postgres in (True, False)}
 _STATES_AND_LOADS = union_all(
     select(literal("state"), RoutingState.rule, RoutingState.state, null().cast(Integer)),
     select(literal("load"), PartnerLoad.partner_id, null().cast(JSON), PartnerLoad.open_leads))

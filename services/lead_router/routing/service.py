@@ -169,14 +169,14 @@ async def route_leads(session: AsyncSession, lead_ids: Sequence[str], *, setting
     if look_first and not await repo.any_waiting(wanted):
         return []
     await repo.lock_routing()
-    rows, version = await repo.waiting_leads(wanted)
-    by_id = {lead.lead_id: lead for lead in rows}
+    waiting = await repo.waiting_leads(wanted)  # with the strategy states and the partners' loads
+    by_id = {lead.lead_id: lead for lead in waiting.leads}
     leads = [by_id[i] for i in wanted if i in by_id]
     if not leads:
         return []
-    inputs = await routing_inputs(session, version)  # no statement while partners and rules are unchanged
+    inputs = await routing_inputs(session, waiting.version)  # no statement while partners and rules are unchanged
     rule_set = inputs.rule_set
-    state, loads = await repo.states_and_loads()
+    state, loads = waiting.states, waiting.loads
     # A lead never offered (most: new ones) has no partner to exclude; only the others cost a read.
     offered_before = [lead.lead_id for lead in leads if lead.routed_at is not None]
     excluded = await repo.excluded_partners(offered_before) if offered_before else {}

@@ -10,7 +10,7 @@ import pytest
 from fastapi import FastAPI
 
 from shared.models import Lead, LeadEvent, LeadOffer, OutboxMessage, RoutingState, RuleSet
-from tests.fixtures.builders import count_rows, lead_body, make_partner, post_lead, route_waiting
+from tests.fixtures.builders import count_rows, lead_body, make_partner, post_lead, route_waiting, sql_statements
 
 PROBLEM = "application/problem+json"
 Headers = dict[str, str]
@@ -219,3 +219,24 @@ async def test_a_lead_is_decided_once_per_transaction_and_never_in_a_savepoint(
             async with session.begin_nested():
                 await route_leads(session, [other], settings=settings)
     assert await route_waiting(app) == 1  # still waiting, routed now
+
+
+async def test_a_routing_batch_reads_leads_states_and_loads_in_one_statement(
+        client: httpx.AsyncClient, admin: Headers, app: FastAPI) -> None:
+    """After the routing lock, one read brings the waiting leads, the strategy states and the partners' loads
+    (it was two statements); the decisions still carry rotation and capacity across leads and batches."""
+    await client.put("/v1/routing/rules", headers=admin, json={**RULES, "rules": [
+        {"name": "everything-else", "when": {}, "strategy": "round_robin"}]})
+    for name in ("acme", "bluepeak"):
+        await make_partner(client, admin, name, capacity={"max_open_leads": 2})
+    ids = [(await post_lead(client)).json()["lead_id"] for _ in range(3)]
+    with sql_statements(app) as seen:
+        await route_waiting(app)
+    reads = [s for s in seen if "FROM leads" in s and "routing_state" in s and "partner_open_leads" in s]
+    assert len(reads) == 1 and not any(s.startswith("SELECT") and "UNION ALL" in s for s in seen)
+    more = [(await post_lead(client)).json()["lead_id"] for _ in range(3)]
+    await route_waiting(app)
+    offered = {i: (await client.get(f"/v1/leads/{i}", headers=admin)).json()["partner_id"] for i in ids + more}
+    partners = [offered[i] for i in ids + more]
+    assert partners[:4] in (["acme", "bluepeak"] * 2, ["bluepeak", "acme"] * 2)  # the rotation carried on
+    assert partners[4:] == [None, None]  # two open leads each: capacity reached
