@@ -46,9 +46,14 @@ def add_event(session: AsyncSession, *, topic: str, name: str, source: str, subj
               data: dict[str, Any], at: datetime | None = None) -> CloudEvent:
     """Stage a CloudEvent for publication in the caller's transaction."""
     ev = new_event(name, source=source, subject=subject, data=data, at=at)
+    stage_event(session, topic, ev)
+    return ev
+
+
+def stage_event(session: AsyncSession, topic: str, ev: CloudEvent) -> None:
+    """Stage an event the caller built for publication in its transaction (see `add_event`)."""
     stage_insert(session, OutboxMessage, event_row(topic, ev))
     OUTBOX_COMMITTED.mark(session)
-    return ev
 
 
 def event_row(topic: str, ev: CloudEvent) -> dict[str, Any]:

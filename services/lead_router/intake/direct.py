@@ -39,7 +39,7 @@ from services.lead_router.lead import timeline
 from shared.config import Settings
 from shared.models import Lead, LeadEvent, OutboxMessage, WebhookReceipt
 from shared.observability import DB_STATEMENTS
-from shared.outbox import wake_channel
+from shared.outbox import event_row, wake_channel
 from shared.wakeup import OUTBOX_COMMITTED
 
 
@@ -64,9 +64,8 @@ class DirectIntake:
         leads = [new_lead(source, body, now) for source, body, _ in items]
         rows: list[tuple[dict[str, Any], ...]] = []
         for lead in leads:
-            outbox_row, timeline_row = timeline.rows(self.settings, lead, "lead.received", data=received_data(lead),
-                                                     at=now)
-            rows.append((lead_row(lead), outbox_row, timeline_row))
+            ev, timeline_row = timeline.entry(lead, "lead.received", data=received_data(lead), at=now)
+            rows.append((lead_row(lead), event_row(self.settings.leads_topic, ev), timeline_row))
         shape = tuple(tuple(part) for part in rows[0])
         statement, columns = _statement(shape)
         if columns not in self._converters:

@@ -137,8 +137,8 @@ class IngestWriter:
                 waiting.append(lead_id)
                 done.add(id(unit))
                 if not unit.future.done():
-                    unit.future.set_result([IntakeItem(external_id=unit.entries[0].external_id, lead_id=lead_id,
-                                                       status=RECEIVED, duplicate=False)])
+                    unit.future.set_result([_item(cast(LeadIn, unit.entries[0]),
+                                                  IntakeAccepted(lead_id=lead_id, status=RECEIVED, duplicate=False))])
         self._tell(waiting, wake_relay=deferred)
         return [unit for unit in batch if id(unit) not in done]
 
